@@ -1,0 +1,5 @@
+"""`python -m factgpt` (what torchrun runs)."""
+
+from factgpt.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""Checkpoints: factgpt's own format and the reference's `.params` files.
+
+factgpt format: one safetensors file; its header metadata holds a JSON document with the format
+version, the variant, the full model config, the vocabulary and training progress. Loading never
+executes code: safetensors holds only tensors, and a reference `.params` file (a pickled state
+dict) is read with torch.load(weights_only=True), which refuses anything but tensors and plain
+containers. Every write goes to a temporary file in the same folder, is flushed and fsynced,
+then renamed over the final name, so a crash never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from factgpt.config import GPTConfig
+from factgpt.data import Vocab
+from factgpt.errors import FactgptError
+from factgpt.model import GPT
+
+FORMAT = "factgpt-checkpoint"
+FORMAT_VERSION = 1
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` so that `path` is either the old file or the complete new one."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise FactgptError("the folder does not exist", path=folder, hint="create it first")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise FactgptError(f"cannot write here: {e.strerror}", path=folder) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise FactgptError(f"cannot write: {e.strerror}", path=path) from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@dataclass
+class Checkpoint:
+    config: GPTConfig
+    state_dict: dict[str, torch.Tensor]
+    vocab: Vocab | None  # None for a reference .params file (it carries no vocabulary)
+    progress: dict = field(default_factory=dict)  # stage, epochs, steps, tokens, ...
+    source: str = "factgpt"  # "factgpt" or "reference"
+
+    def build_model(self) -> GPT:
+        model = GPT(self.config)
+        model.load_state_dict(self.state_dict)
+        return model
+
+
+def save_checkpoint(path: str | Path, model: GPT, vocab: Vocab, progress: dict | None = None) -> None:
+    meta = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "variant": model.config.variant,
+        "config": model.config.identity(),
+        "vocab": vocab.chars,
+        "progress": progress or {},
+    }
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, st_save(tensors, metadata={"factgpt": json.dumps(meta)}))
+
+
+def _strip_reference_buffers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in sd.items() if not k.endswith("attn.mask")}
+
+
+def _config_from_reference(sd: dict[str, torch.Tensor], n_head: int) -> GPTConfig:
+    """Infer the architecture of a reference state dict from its tensor shapes."""
+    try:
+        _, block_size, n_embd = sd["pos_emb"].shape
+        vocab_size = sd["tok_emb.weight"].shape[0]
+    except (KeyError, ValueError):
+        raise ValueError("no pos_emb / tok_emb.weight of the expected shapes") from None
+    n_blocks = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+    perceiver = "down_block.C" in sd
+    m = sd["down_block.C"].shape[1] if perceiver else None
+    return GPTConfig(vocab_size=vocab_size, block_size=block_size,
+                     n_layer=n_blocks + 2 if perceiver else n_blocks, n_head=n_head,
+                     n_embd=n_embd, perceiver=perceiver, bottleneck_dim=m)
+
+
+def load_checkpoint(path: str | Path, *, n_head: int = 8) -> Checkpoint:
+    """Load a factgpt checkpoint or a reference `.params` state dict, executing no code.
+
+    n_head is used only for reference files, whose tensors do not tell the head count.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise FactgptError("no such checkpoint", path=path) from None
+    except OSError as e:
+        raise FactgptError(f"cannot read: {e.strerror}", path=path) from None
+    if raw[:2] == b"PK":  # a torch.save zip archive: the reference's format
+        return _load_reference(path, n_head)
+    try:
+        tensors = st_load(raw)
+        with open(path, "rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(header_len))
+        meta = json.loads(header["__metadata__"]["factgpt"])
+    except (SafetensorError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+        raise FactgptError("not a factgpt checkpoint or reference .params file, or it is "
+                           "truncated or corrupted", path=path) from None
+    if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
+        raise FactgptError(f"unsupported checkpoint format {meta.get('format')} "
+                           f"v{meta.get('version')}", path=path)
+    config = GPTConfig(**meta["config"])
+    ckpt = Checkpoint(config, tensors, Vocab(meta["vocab"]), meta.get("progress", {}), "factgpt")
+    _check_tensors(ckpt, path)
+    return ckpt
+
+
+def _load_reference(path: Path, n_head: int) -> Checkpoint:
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise FactgptError("refused to load: the file holds objects other than tensors, and "
+                           f"loading it could run code ({str(e).splitlines()[0][:120]})", path=path,
+                           hint="only state dicts of tensors are read") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError):
+        raise FactgptError("the checkpoint is truncated or corrupted", path=path) from None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise FactgptError("not a state dict of tensors", path=path)
+    sd = _strip_reference_buffers(sd)
+    try:
+        config = _config_from_reference(sd, n_head)
+    except ValueError as e:
+        raise FactgptError(f"not a GPT state dict: {e}", path=path) from None
+    ckpt = Checkpoint(config, sd, None, {}, "reference")
+    _check_tensors(ckpt, path)
+    return ckpt
+
+
+def _check_tensors(ckpt: Checkpoint, path: Path) -> None:
+    expected = {k: v.shape for k, v in GPT(ckpt.config).state_dict().items()}
+    got = {k: v.shape for k, v in ckpt.state_dict.items()}
+    if expected != got:
+        missing = sorted(set(expected) - set(got))[:3]
+        extra = sorted(set(got) - set(expected))[:3]
+        odd = [k for k in expected if k in got and expected[k] != got[k]][:3]
+        raise FactgptError(f"tensors do not match the model (missing {missing}, unexpected "
+                           f"{extra}, wrong shape {odd})", path=path)
+
+
+def check_compatible(ckpt: Checkpoint, path: str | Path, *, variant: str,
+                     bottleneck_dim: int | None, vocab: Vocab, corpus: str | Path) -> None:
+    """Refuse a checkpoint of another variant, bottleneck size or vocabulary, with one line."""
+    c = ckpt.config
+    if c.variant != variant:
+        raise FactgptError(f"this is a {c.variant} checkpoint, but the {variant} variant was asked "
+                           "for", path=path, hint=f"run with `{c.variant}`")
+    if c.perceiver and bottleneck_dim is not None and c.bottleneck_dim != bottleneck_dim:
+        raise FactgptError(f"this perceiver checkpoint has bottleneck_dim {c.bottleneck_dim}, "
+                           f"not {bottleneck_dim}", path=path,
+                           hint=f"pass --bottleneck_dim {c.bottleneck_dim}")
+    if ckpt.vocab is not None and ckpt.vocab != vocab:
+        raise FactgptError(f"the checkpoint's vocabulary ({len(ckpt.vocab)} symbols) differs from "
+                           f"that of {corpus} ({len(vocab)} symbols)", path=path,
+                           hint="use the pretraining corpus the checkpoint was trained with")
+    if ckpt.vocab is None and c.vocab_size != len(vocab):
+        raise FactgptError(f"the checkpoint has {c.vocab_size} symbols but {corpus} gives "
+                           f"{len(vocab)}", path=path,
+                           hint="use the pretraining corpus the checkpoint was trained with")

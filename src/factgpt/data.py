@@ -1,0 +1,351 @@
+"""Text -> vocabulary -> datasets -> batches.
+
+The vocabulary and both datasets follow the reference specification (CS224N a5 dataset.py) and
+keep its names. Reading is strict: a file that is not UTF-8, a labelled line without a tab, a
+character outside the vocabulary, each raise FactgptError naming the file and the line.
+
+Every random draw of the span corruption comes from the dataset's own torch.Generator, three
+uniforms per example, whether one example is drawn (__getitem__) or a whole batch (draw_batch):
+torch's CPU generator gives the same stream either way, so the reference path (a DataLoader
+over __getitem__) and the fast path (draw_batch) see exactly the same examples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from factgpt.errors import FactgptError
+
+PAD_CHAR = "\u25a1"  # □, id 0: padding, ignored by the loss
+MASK_CHAR = "\u2047"  # ⁇, id 1: marks the removed span (pretraining) and the answer (finetuning)
+PAD_ID, MASK_ID = 0, 1
+
+
+# ----------------------------------------------------------------------------------------------
+# reading files
+
+
+def read_text(path: str | Path) -> str:
+    """The whole file as text; a clear error for a missing file or bytes that are not UTF-8."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise FactgptError("no such file", path=path, hint="check the path") from None
+    except IsADirectoryError:
+        raise FactgptError("is a directory, not a file", path=path) from None
+    except OSError as e:
+        raise FactgptError(f"cannot read: {e.strerror}", path=path) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise FactgptError(f"byte 0x{raw[e.start]:02x} is not valid UTF-8", path=path, line=line,
+                           hint="save the file as UTF-8") from None
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines without their ending (\\n or \\r\\n); a final newline does not start a new line."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+
+
+@dataclass(frozen=True)
+class Question:
+    question: str  # "Where was NAME born?"
+    answer: str | None  # the gold place, or None in an unlabelled file
+    line: int  # 1-based line number in its file
+
+
+def read_questions(path: str | Path, *, require_answers: bool = False) -> list[Question]:
+    """Read a birth-place TSV: `question<TAB>answer` a line, or bare questions (test inputs).
+
+    A file is either labelled (every line has a tab) or not (no line has one); a mix is an
+    error, as is an empty line or an empty file.
+    """
+    lines = split_lines(read_text(path))
+    if not lines:
+        raise FactgptError("the file is empty", path=path, hint="expected `question<TAB>answer` lines")
+    labelled = "\t" in lines[0]
+    if require_answers and not labelled:
+        raise FactgptError("line has no tab between question and answer", path=path, line=1,
+                           hint="expected `question<TAB>answer`")
+    out = []
+    for i, ln in enumerate(lines, start=1):
+        if not ln.strip():
+            raise FactgptError("empty line", path=path, line=i, hint="remove it")
+        if labelled:
+            parts = ln.split("\t")
+            if len(parts) != 2:
+                problem = ("line has no tab between question and answer" if len(parts) == 1
+                           else f"line has {len(parts) - 1} tabs, expected one")
+                raise FactgptError(problem, path=path, line=i, hint="expected `question<TAB>answer`")
+            q, a = parts
+            if not q or not a:
+                raise FactgptError("empty question or answer", path=path, line=i)
+            out.append(Question(q, a.strip(), i))
+        else:
+            if "\t" in ln:
+                raise FactgptError("line has a tab but the first line has none", path=path, line=i,
+                                   hint="a file is either all `question<TAB>answer` or all questions")
+            out.append(Question(ln, None, i))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# vocabulary
+
+
+class Vocab:
+    """id 0 is PAD, id 1 is MASK, ids 2.. the sorted distinct characters of the corpus."""
+
+    def __init__(self, chars: list[str]) -> None:
+        self.itos: dict[int, str] = dict(enumerate(chars))
+        self.stoi: dict[str, int] = {c: i for i, c in enumerate(chars)}
+
+    @classmethod
+    def from_text(cls, text: str, *, source: str | Path | None = None) -> Vocab:
+        for special in (PAD_CHAR, MASK_CHAR):
+            at = text.find(special)
+            if at >= 0:
+                raise FactgptError(f"the corpus contains the reserved character {special!r}",
+                                   path=source, line=text.count("\n", 0, at) + 1,
+                                   hint="PAD and MASK may not occur in the text")
+        return cls([PAD_CHAR, MASK_CHAR, *sorted(set(text))])
+
+    @property
+    def chars(self) -> list[str]:
+        return [self.itos[i] for i in range(len(self.itos))]
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocab) and self.itos == other.itos
+
+    def encode(self, text: str, *, source: str | Path | None = None, line: int | None = None) -> list[int]:
+        try:
+            return [self.stoi[c] for c in text]
+        except KeyError as e:
+            raise FactgptError(f"character {e.args[0]!r} (U+{ord(e.args[0]):04X}) is not in the "
+                               "vocabulary of the pretraining corpus", path=source, line=line,
+                               hint="the vocabulary is every character of the pretraining corpus") from None
+
+    def decode(self, ids) -> str:
+        return "".join(self.itos[int(i)] for i in ids)
+
+
+# ----------------------------------------------------------------------------------------------
+# span-corruption pretraining
+
+
+class CharCorruptionDataset(Dataset):
+    """Span corruption over the documents (lines) of a corpus.
+
+    Item i: document i truncated to a random length L in [4, int(block_size*7/8)] (shorter
+    documents stay whole), split into prefix + masked + suffix with a random masked length whose
+    mean is a quarter of the truncated length, rearranged as ``prefix⁇suffix⁇masked`` and padded
+    to block_size+1; x = s[:-1], y = s[1:]. An encoded pair, block_size 32 (□ is PAD):
+
+        x: Khatchig⁇ is a journ⁇ Mouradian□□□□□
+        y: hatchig⁇ is a journ⁇ Mouradian□□□□□□
+
+    Documents are ``text.split('\\n')`` as in the reference, so a final newline yields one
+    empty document (it trains only "⁇ follows ⁇") and len() matches the reference's, which
+    sets final_tokens.
+    """
+
+    def __init__(self, text: str, block_size: int, *, source: str | Path | None = None,
+                 seed: int = 0) -> None:
+        self.vocab = Vocab.from_text(text, source=source)
+        self.stoi, self.itos = self.vocab.stoi, self.vocab.itos
+        self.vocab_size = len(self.vocab)
+        self.block_size = block_size
+        self.MASK_CHAR, self.PAD_CHAR = MASK_CHAR, PAD_CHAR
+        self.data = text.split("\n")
+        if not text.strip():
+            raise FactgptError("the corpus is empty", path=source, hint="pretraining needs text")
+        self.max_len = int(block_size * 7 / 8)  # longest truncation
+        # First max_len ids of every document, PAD-filled, so batches are built by indexing.
+        self._lengths = torch.tensor([min(len(d), self.max_len) for d in self.data])
+        self._tokens = torch.full((len(self.data), self.max_len), PAD_ID, dtype=torch.long)
+        for i, d in enumerate(self.data):
+            ids = [self.stoi[c] for c in d[: self.max_len]]
+            self._tokens[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def seq_len(self) -> int:
+        return self.block_size  # x and y: block_size ids each
+
+    def reseed(self, seed: int) -> None:
+        self.generator.manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        u = torch.rand(1, 3, generator=self.generator, dtype=torch.float64)
+        x, y = self.corrupt(torch.tensor([idx]), u)
+        return x[0], y[0]
+
+    def draw_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The examples __getitem__ would give for `indices`, in order, in one vectorised step."""
+        u = torch.rand(len(indices), 3, generator=self.generator, dtype=torch.float64)
+        return self.corrupt(indices, u)
+
+    def spans(self, indices: torch.Tensor, u: torch.Tensor):
+        """Map three uniforms per example to (n, m, p): kept length, masked length, prefix length."""
+        lo, hi = 4, self.max_len
+        trunc = lo + (u[:, 0] * (hi - lo + 1)).long()  # uniform over [4, max_len]
+        n = torch.minimum(trunc, self._lengths[indices])  # short documents stay whole
+        # masked length uniform over [1, round(n/2) - 1] (at least 1): mean round(n/2)/2 ~ n/4
+        m_hi = torch.clamp(torch.round(n / 2).long() - 1, min=1)
+        m = torch.minimum(1 + (u[:, 1] * m_hi).long(), n)
+        p = (u[:, 2] * (n - m + 1)).long()  # prefix length, uniform over [0, n - m]
+        return n, m, p
+
+    def corrupt(self, indices: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, m, p = self.spans(indices, u)
+        n, m, p = n[:, None], m[:, None], p[:, None]  # (B, 1)
+        j = torch.arange(self.block_size + 1)[None, :]  # output positions, (1, T+1)
+        # Source position in the document for every output position of prefix⁇suffix⁇masked.
+        first_mask = p
+        second_mask = n - m + 1
+        src = torch.where(j < first_mask, j,
+              torch.where(j < second_mask, j - 1 + m,  # suffix: d[p+m:n]
+                          j - second_mask - 1 + p))  # masked: d[p:p+m]
+        src = src.clamp(0, self.max_len - 1)
+        s = torch.gather(self._tokens[indices], 1, src)  # (B, T+1)
+        s = torch.where((j == first_mask) | (j == second_mask), MASK_ID, s)
+        s = torch.where(j >= n + 2, PAD_ID, s)
+        return s[:, :-1].contiguous(), s[:, 1:].contiguous()
+
+
+# ----------------------------------------------------------------------------------------------
+# finetuning on questions
+
+
+class NameDataset(Dataset):
+    """Question/answer pairs with the pretraining dataset's vocabulary. An encoded pair:
+
+        x: Where was Khatchig Mouradian born?⁇Lebanon⁇□□□□□...
+        y: □□□□□□□□□□□□□□□□□□□□□□□□□□□□□□□□□⁇Lebanon⁇□□□□□□...
+
+    x is ``question⁇answer⁇`` padded to block_size then cut by one (block_size-1 ids, as in the
+    reference); y is the same shifted by one with PAD over the question, so only the answer is
+    learnt. Unlike the reference, non-ASCII letters are kept ("Naïma", not "Nama") and the last
+    line counts even without a trailing newline.
+    """
+
+    def __init__(self, pretraining_dataset: CharCorruptionDataset, text: str, *,
+                 source: str | Path | None = None) -> None:
+        self.vocab = pretraining_dataset.vocab
+        self.stoi, self.itos = self.vocab.stoi, self.vocab.itos
+        self.block_size = pretraining_dataset.block_size
+        self.MASK_CHAR, self.PAD_CHAR = MASK_CHAR, PAD_CHAR
+        self.data: list[str] = []
+        xs, ys = [], []
+        for i, ln in enumerate(split_lines(text), start=1):
+            if not ln.strip():
+                raise FactgptError("empty line", path=source, line=i, hint="remove it")
+            parts = ln.split("\t")
+            if len(parts) != 2:
+                raise FactgptError("line has no tab between question and answer" if len(parts) == 1
+                                   else f"line has {len(parts) - 1} tabs, expected one",
+                                   path=source, line=i, hint="expected `question<TAB>answer`")
+            inp, oup = parts
+            s = inp + MASK_CHAR + oup + MASK_CHAR
+            if len(s) > self.block_size:
+                raise FactgptError(f"question and answer take {len(s)} characters with the two "
+                                   f"⁇, more than the block size {self.block_size}",
+                                   path=source, line=i, hint="shorten the line")
+            ids = self.vocab.encode(s, source=source, line=i)
+            x = ids + [PAD_ID] * (self.block_size - len(ids))
+            y = [PAD_ID] * (len(inp) - 1) + x[len(inp):]
+            xs.append(x[:-1])
+            ys.append(y)
+            self.data.append(ln)
+        if not self.data:
+            raise FactgptError("the file has no question/answer lines", path=source)
+        self._x = torch.tensor(xs, dtype=torch.long)
+        self._y = torch.tensor(ys, dtype=torch.long)
+
+    @property
+    def seq_len(self) -> int:
+        return self.block_size - 1  # the reference pads to block_size, then cuts x by one
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._x[idx], self._y[idx]
+
+    def draw_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._x[indices], self._y[indices]
+
+
+# ----------------------------------------------------------------------------------------------
+# packing
+
+
+@dataclass
+class PackedBatch:
+    x: torch.Tensor  # (R, T) input ids, several examples per row
+    y: torch.Tensor  # (R, T) targets, PAD where nothing is learnt
+    positions: torch.Tensor  # (R, T) position of each id within its own example
+    documents: torch.Tensor  # (R, T) example number; attention stays inside one example
+    n_examples: int  # examples in the batch (for tokens/s and the lr token counter)
+
+
+def useful_lengths(y: torch.Tensor) -> torch.Tensor:
+    """Positions each row needs: up to and including its last non-PAD target (at least 1).
+
+    With causal attention and a loss that ignores PAD, positions after that change nothing.
+    """
+    T = y.shape[1]
+    idx = torch.arange(1, T + 1)
+    return torch.clamp((idx * (y != PAD_ID)).amax(dim=1), min=1)
+
+
+def pack(x: torch.Tensor, y: torch.Tensor, row_len: int) -> PackedBatch:
+    """Pack the useful part of each example into as few rows of row_len as first-fit allows.
+
+    Examples are placed longest first into the first row with room (first-fit decreasing);
+    positions restart at 0 for each example, and `documents` lets attention stay inside it.
+    """
+    B = x.shape[0]
+    lengths = useful_lengths(y)
+    order = torch.argsort(lengths, descending=True, stable=True).tolist()
+    lens = lengths.tolist()
+    free: list[int] = []  # room left in each row
+    row_of = [0] * B
+    off_of = [0] * B
+    for i in order:  # B <= a few hundred: a short loop over ints, no tensors
+        L = lens[i]
+        r = next((r for r, room in enumerate(free) if room >= L), None)
+        if r is None:  # no row has room: open a new one
+            r = len(free)
+            free.append(row_len)
+        row_of[i], off_of[i] = r, row_len - free[r]
+        free[r] -= L
+    R = len(free)
+    j = torch.arange(x.shape[1])[None, :]
+    keep = j < lengths[:, None]  # (B, T) the positions that travel
+    dest = (torch.tensor(row_of)[:, None] * row_len + torch.tensor(off_of)[:, None] + j)[keep]
+    px = torch.full((R * row_len,), PAD_ID, dtype=torch.long)
+    py = torch.full((R * row_len,), PAD_ID, dtype=torch.long)
+    pos = torch.zeros(R * row_len, dtype=torch.long)
+    doc = torch.full((R * row_len,), -1, dtype=torch.long)  # -1: filler at the end of a row
+    px[dest] = x[keep]
+    py[dest] = y[keep]
+    pos[dest] = j.expand(B, -1)[keep]
+    doc[dest] = torch.arange(B)[:, None].expand(-1, x.shape[1])[keep]
+    return PackedBatch(px.view(R, row_len), py.view(R, row_len), pos.view(R, row_len),
+                       doc.view(R, row_len), B)

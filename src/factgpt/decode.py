@@ -1,0 +1,141 @@
+"""Generation: greedy (the study's evaluation) and sampled, one at a time or batched.
+
+- `generate_reference`: the reference's utils.sample, one prompt at a time, the whole prefix
+  recomputed at every step (cropped to the block size).
+- `generate_batched`: all prompts at once. The vanilla model uses a key/value cache with the
+  prompts left-padded (positions start at 0 at each prompt's first real id, padded keys masked
+  out); the perceiver recomputes the prefix each step with prompts right-padded (both variants
+  are causal, so padding after a prompt changes nothing before it). A row stops once it has
+  produced `stop_id`; the others go on. The predictions are those of the reference (tested on
+  ../shared/conformance).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from factgpt.data import MASK_ID, PAD_ID
+from factgpt.model import GPT, KVCache
+
+
+def _pick(logits: torch.Tensor, temperature: float, top_k: int | None, sample: bool,
+          generator: torch.Generator | None) -> torch.Tensor:
+    """(B, V) logits -> (B,) next ids: argmax, or a draw after temperature and top-k."""
+    if not sample:
+        return torch.topk(logits, k=1, dim=-1).indices[:, 0]  # as the reference: topk of probs
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
+@torch.no_grad()
+def generate_reference(model: GPT, prompt: list[int], steps: int, *, temperature: float = 1.0,
+                       top_k: int | None = None, sample: bool = False,
+                       generator: torch.Generator | None = None) -> list[int]:
+    """One prompt, `steps` new ids, the whole prefix recomputed each step (utils.sample)."""
+    model.eval()
+    device = model.pos_emb.device
+    x = torch.tensor([prompt], dtype=torch.long, device=device)
+    bs = model.get_block_size()
+    for _ in range(steps):
+        x_cond = x if x.size(1) <= bs else x[:, -bs:]
+        logits, _ = model(x_cond)
+        ix = _pick(logits[:, -1, :].float(), temperature, top_k, sample, generator)
+        x = torch.cat((x, ix[:, None]), dim=1)
+    return x[0].tolist()
+
+
+@torch.no_grad()
+def generate_batched(model: GPT, prompts: list[list[int]], steps: int, *, stop_id: int | None = MASK_ID,
+                     temperature: float = 1.0, top_k: int | None = None, sample: bool = False,
+                     generator: torch.Generator | None = None, batch_size: int = 512) -> list[list[int]]:
+    """Each prompt followed by up to `steps` generated ids (fewer once `stop_id` is produced).
+
+    Rows whose prompt plus steps would not fit in the block are decoded one at a time with the
+    reference's cropping, so every row gets the reference's answer.
+    """
+    model.eval()
+    bs = model.get_block_size()
+    out: list[list[int] | None] = [None] * len(prompts)
+    fits = [i for i, p in enumerate(prompts) if len(p) + steps <= bs]
+    for i in sorted(set(range(len(prompts))) - set(fits)):
+        out[i] = generate_reference(model, prompts[i], steps, temperature=temperature,
+                                    top_k=top_k, sample=sample, generator=generator)
+    # Group similar lengths together so little padding is computed.
+    fits.sort(key=lambda i: len(prompts[i]))
+    for start in range(0, len(fits), batch_size):
+        chunk = fits[start:start + batch_size]
+        run = _cached if not model.perceiver else _recompute
+        rows = run(model, [prompts[i] for i in chunk], steps, stop_id, temperature, top_k, sample,
+                   generator)
+        for i, r in zip(chunk, rows):
+            out[i] = r
+    return out  # type: ignore[return-value]
+
+
+def _trim(prompt: list[int], new: list[int], stop_id: int | None) -> list[int]:
+    if stop_id is not None and stop_id in new:
+        new = new[: new.index(stop_id) + 1]
+    return prompt + new
+
+
+def _cached(model, prompts, steps, stop_id, temperature, top_k, sample, generator):
+    device = model.pos_emb.device
+    B = len(prompts)
+    lens = torch.tensor([len(p) for p in prompts], device=device)
+    P = int(lens.max())
+    pad = P - lens  # left padding of each row
+    x = torch.full((B, P), PAD_ID, dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        x[i, P - len(p):] = torch.tensor(p, dtype=torch.long)
+    j = torch.arange(P, device=device)[None, :]
+    valid = j >= pad[:, None]  # (B, P) real ids
+    positions = (j - pad[:, None]).clamp(min=0)  # (B, P) each prompt starts at position 0
+    cfg = model.config
+    cache = KVCache(len(model.blocks), B, cfg.n_head, P + steps, cfg.n_embd // cfg.n_head,
+                    device=device, dtype=model.pos_emb.dtype)
+    logits = model.forward_cached(x, positions, valid, cache)[:, -1, :]  # (B, V)
+    new = torch.empty(B, 0, dtype=torch.long, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    for step in range(steps):
+        ix = _pick(logits.float(), temperature, top_k, sample, generator)  # (B,)
+        new = torch.cat([new, ix[:, None]], dim=1)
+        if stop_id is not None:
+            done |= ix == stop_id
+            if bool(done.all()):
+                break
+        if step == steps - 1:
+            break
+        valid = torch.cat([valid, torch.ones(B, 1, dtype=torch.bool, device=device)], dim=1)
+        pos = (lens + step)[:, None]  # (B, 1) position of the id just produced
+        logits = model.forward_cached(ix[:, None], pos, valid, cache)[:, -1, :]
+    return [_trim(p, r, stop_id) for p, r in zip(prompts, new.tolist())]
+
+
+def _recompute(model, prompts, steps, stop_id, temperature, top_k, sample, generator):
+    device = model.pos_emb.device
+    B = len(prompts)
+    lens = torch.tensor([len(p) for p in prompts], device=device)
+    x = torch.full((B, int(lens.max()) + steps), PAD_ID, dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        x[i, : len(p)] = torch.tensor(p, dtype=torch.long)
+    rows = torch.arange(B, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    for step in range(steps):
+        cur = lens + step  # (B,) current length of each row
+        logits, _ = model(x[:, : int(cur.max())])
+        ix = _pick(logits[rows, cur - 1].float(), temperature, top_k, sample, generator)
+        x[rows, cur] = ix
+        if stop_id is not None:
+            done |= ix == stop_id
+            if bool(done.all()):
+                break
+    out = []
+    for i, p in enumerate(prompts):
+        new = x[i, len(p): len(p) + steps].tolist()
+        out.append(_trim(p, new, stop_id))
+    return out

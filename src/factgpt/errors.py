@@ -1,0 +1,25 @@
+"""The one exception type of factgpt.
+
+Library modules never print or exit: they raise FactgptError with a message that names the file,
+the line and the problem, and cli.py turns it into one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class FactgptError(Exception):
+    """A problem the user can fix: bad input, a wrong checkpoint, a missing file."""
+
+    def __init__(self, problem: str, *, path: str | Path | None = None, line: int | None = None,
+                 hint: str | None = None) -> None:
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        message = where + problem
+        if hint:
+            message += f" ({hint})"
+        super().__init__(message)
+        self.path = path
+        self.line = line

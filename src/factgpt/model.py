@@ -1,0 +1,259 @@
+"""The GPT of the study, vanilla and perceiver, with reference-compatible parameter names.
+
+- Attention serves self-attention (kv is None) and cross-attention (kv given); its mask is the
+  top-left corner of a lower-triangular matrix (query i sees key j only when j <= i), which is
+  the reference's causal mask for both.
+- Block: pre-LayerNorm attention + 4x GELU MLP, residual around each.
+- DownProjectBlock / UpProjectBlock: the perceiver's cross-attention in and out of a learned
+  basis C of m latents.
+- GPT: token + learned position embedding, the blocks, a final LayerNorm, a bias-free head;
+  the loss ignores PAD (id 0).
+
+Parameter names match the reference's state dict (tok_emb, pos_emb, blocks.N.attn.key, ...), so
+its checkpoints load; the reference's `attn.mask` buffers are not kept (masks are built on the
+fly) and are dropped on load.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from factgpt.config import GPTConfig
+
+
+def causal_mask(t_q: int, t_k: int, device=None) -> torch.Tensor:
+    """(t_q, t_k) bool: query i may see key j when j <= i (the top-left corner of tril)."""
+    return torch.ones(t_q, t_k, dtype=torch.bool, device=device).tril()
+
+
+class Attention(nn.Module):
+    """Multi-head attention: self-attention over x, or cross-attention from x into kv."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.key = nn.Linear(config.n_embd, config.n_embd)
+        self.query = nn.Linear(config.n_embd, config.n_embd)
+        self.value = nn.Linear(config.n_embd, config.n_embd)
+        self.attn_drop = nn.Dropout(config.attn_pdrop)
+        self.resid_drop = nn.Dropout(config.resid_pdrop)
+        self.proj = nn.Linear(config.n_embd, config.n_embd)
+        self.n_head = config.n_head
+        self.impl = config.attn_impl
+
+    def heads(self, t: torch.Tensor) -> torch.Tensor:
+        B, T, C = t.shape
+        return t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+
+    def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None, cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
+        """x: (B, Tq, C) queries; kv: (B, Tk, C) keys/values source (default x);
+        mask: bool, broadcastable to (B, nh, Tq, Tk), True where attention is allowed (default:
+        causal top-left); cache: append this step's keys/values and attend over all of them."""
+        kv = x if kv is None else kv
+        B, Tq, C = x.shape
+        q = self.heads(self.query(x))  # (B, nh, Tq, hs)
+        k = self.heads(self.key(kv))  # (B, nh, Tk, hs)
+        v = self.heads(self.value(kv))  # (B, nh, Tk, hs)
+        if cache is not None:
+            k, v = cache.append(layer, k, v)  # (B, nh, Tpast+Tk, hs)
+        if mask is None:
+            mask = causal_mask(Tq, k.shape[2], device=x.device)
+        p = self.attn_drop.p if self.training else 0.0
+        if self.impl == "sdpa":
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        else:  # the reference's arithmetic: scaled scores, -1e10 where masked, softmax, dropout
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, Tq, Tk)
+            att = att.masked_fill(~mask, -1e10)
+            att = self.attn_drop(F.softmax(att, dim=-1))
+            y = att @ v  # (B, nh, Tq, hs)
+        y = y.transpose(1, 2).contiguous().view(B, Tq, C)  # re-assemble heads: (B, Tq, C)
+        return self.resid_drop(self.proj(y))
+
+
+def mlp(config: GPTConfig) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(config.n_embd, 4 * config.n_embd),
+        nn.GELU(),
+        nn.Linear(4 * config.n_embd, config.n_embd),
+        nn.Dropout(config.resid_pdrop),
+    )
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln1(x)), then x + mlp(ln2(x))."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(config.n_embd)
+        self.ln2 = nn.LayerNorm(config.n_embd)
+        self.attn = Attention(config)
+        self.mlp = mlp(config)
+
+    def forward(self, x, mask=None, cache=None, layer=0):
+        x = x + self.attn(self.ln1(x), mask=mask, cache=cache, layer=layer)
+        return x + self.mlp(self.ln2(x))
+
+
+class DownProjectBlock(nn.Module):
+    """Cross-attention from a learned basis C (1, m, C) into the embedded input: output (B, m, C).
+
+    LayerNorm on C before attention, residual on C; latent i sees input positions <= i only.
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.C = nn.Parameter(torch.empty(1, config.bottleneck_dim, config.n_embd))
+        nn.init.xavier_uniform_(self.C)
+        self.ln1 = nn.LayerNorm(config.n_embd)
+        self.ln2 = nn.LayerNorm(config.n_embd)
+        self.attn = Attention(config)
+        self.mlp = mlp(config)
+
+    def forward(self, x_input: torch.Tensor, mask=None) -> torch.Tensor:
+        c = self.C.expand(x_input.shape[0], -1, -1)  # (B, m, C)
+        y = c + self.attn(self.ln1(c), kv=x_input, mask=mask)
+        return y + self.mlp(self.ln2(y))
+
+
+class UpProjectBlock(nn.Module):
+    """Cross-attention from the input positions into the latents: output (B, l, C).
+
+    LayerNorm on the latents Y before attention, residual on the input X.
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(config.n_embd)
+        self.ln2 = nn.LayerNorm(config.n_embd)
+        self.attn = Attention(config)
+        self.mlp = mlp(config)
+
+    def forward(self, y: torch.Tensor, x_input: torch.Tensor, mask=None) -> torch.Tensor:
+        x = x_input + self.attn(x_input, kv=self.ln1(y), mask=mask)
+        return x + self.mlp(self.ln2(x))
+
+
+class KVCache:
+    """Keys and values of every layer for incremental decoding: (B, nh, S, hs) per layer."""
+
+    def __init__(self, n_layer: int, batch: int, n_head: int, max_len: int, head_size: int,
+                 device=None, dtype=torch.float32) -> None:
+        shape = (batch, n_head, max_len, head_size)
+        self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.length = 0  # positions filled (the same for every layer once a step ends)
+        self._pending = 0
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        t = k.shape[2]
+        end = self.length + t
+        self.k[layer][:, :, self.length:end] = k
+        self.v[layer][:, :, self.length:end] = v
+        self._pending = t
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def advance(self) -> None:
+        self.length += self._pending
+        self._pending = 0
+
+
+class GPT(nn.Module):
+    """The full language model; forward(idx, targets) returns (logits, loss) as the reference."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
+        self.pos_emb = nn.Parameter(torch.zeros(1, config.block_size, config.n_embd))
+        self.drop = nn.Dropout(config.embd_pdrop)
+        self.perceiver = config.perceiver
+        if config.perceiver:
+            self.down_block = DownProjectBlock(config)
+            self.blocks = nn.Sequential(*[Block(config) for _ in range(config.n_layer - 2)])
+            self.up_block = UpProjectBlock(config)
+        else:
+            self.blocks = nn.Sequential(*[Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.block_size = config.block_size
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(mean=0.0, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                module.bias.data.zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.bias.data.zero_()
+            module.weight.data.fill_(1.0)
+
+    def get_block_size(self) -> int:
+        return self.block_size
+
+    def set_attention(self, impl: str) -> None:
+        """Switch every attention layer between "sdpa" and "explicit" (same parameters)."""
+        self.config.attn_impl = impl
+        for m in self.modules():
+            if isinstance(m, Attention):
+                m.impl = impl
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
+                positions: torch.Tensor | None = None, documents: torch.Tensor | None = None):
+        """idx, targets: (B, T). positions and documents (B, T), given together, describe a packed
+        batch: each id's position inside its own example and the example it belongs to."""
+        B, T = idx.shape
+        if T > self.block_size:
+            raise ValueError(f"sequence of {T} exceeds the block size {self.block_size}")
+        if positions is None:
+            pos = self.pos_emb[:, :T, :]  # (1, T, C)
+            mask = None
+        else:
+            if self.perceiver:
+                raise ValueError("packed batches are not supported by the perceiver variant")
+            pos = self.pos_emb[0, positions]  # (B, T, C)
+            same = documents[:, :, None] == documents[:, None, :]  # (B, T, T)
+            mask = (same & causal_mask(T, T, device=idx.device))[:, None]  # (B, 1, T, T)
+        x_input = self.drop(self.tok_emb(idx) + pos)  # (B, T, C)
+        if self.perceiver:
+            x = self.down_block(x_input)  # (B, m, C)
+            x = self.blocks(x)  # (B, m, C)
+            x = self.up_block(x, x_input)  # (B, T, C)
+        else:
+            x = x_input
+            for block in self.blocks:
+                x = block(x, mask=mask)
+        logits = self.head(self.ln_f(x))  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1),
+                                   ignore_index=0)
+        return logits, loss
+
+    @torch.no_grad()
+    def forward_cached(self, idx: torch.Tensor, positions: torch.Tensor, key_valid: torch.Tensor,
+                       cache: KVCache) -> torch.Tensor:
+        """Incremental forward for decoding (vanilla only): idx (B, t) new ids at `positions`
+        (B, t); key_valid (B, S) marks which of all S = cache.length + t keys are real (False for
+        left padding). Returns logits (B, t, V)."""
+        B, t = idx.shape
+        S = cache.length + t
+        x = self.tok_emb(idx) + self.pos_emb[0, positions]  # (B, t, C)
+        new = causal_mask(t, t, device=idx.device)  # new ids see each other causally
+        mask = torch.cat([torch.ones(t, cache.length, dtype=torch.bool, device=idx.device), new], 1)
+        mask = (mask[None] & key_valid[:, None, :])[:, None]  # (B, 1, t, S)
+        mask[..., -t:] |= torch.eye(t, dtype=torch.bool, device=idx.device)  # never an empty row
+        for layer, block in enumerate(self.blocks):
+            x = block(x, mask=mask, cache=cache, layer=layer)
+        cache.advance()
+        assert cache.length == S
+        return self.head(self.ln_f(x))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

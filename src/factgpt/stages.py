@@ -1,0 +1,158 @@
+"""The study's three functions as library calls: pretrain, finetune, evaluate.
+
+They read the files, build or load the model, run the trainer or the decoder and write the
+outputs; they return what happened and never print (the CLI, demo and reproduce report).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from factgpt.checkpoint import (
+    Checkpoint,
+    atomic_write_text,
+    check_compatible,
+    load_checkpoint,
+    save_checkpoint,
+)
+from factgpt.config import BLOCK_SIZE, GPTConfig, TrainConfig
+from factgpt.data import CharCorruptionDataset, NameDataset, Question, read_questions, read_text
+from factgpt.errors import FactgptError
+from factgpt.evaluate import Score, predict, score
+from factgpt.model import GPT
+from factgpt.train import Trainer, TrainState
+
+
+@dataclass
+class ModelSpec:
+    """What the CLI asks for: the variant and the architecture overrides."""
+    variant: str = "vanilla"
+    bottleneck_dim: int = 32
+    n_layer: int = 4
+    n_head: int = 8
+    n_embd: int = 256
+
+    def config(self, vocab_size: int, block_size: int = BLOCK_SIZE) -> GPTConfig:
+        p = self.variant == "perceiver"
+        return GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=self.n_layer,
+                         n_head=self.n_head, n_embd=self.n_embd, perceiver=p,
+                         bottleneck_dim=self.bottleneck_dim if p else None)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise FactgptError(f"--device {name}: no CUDA device is available", hint="use --device cpu")
+    return torch.device(name)
+
+
+def machine() -> str:
+    return (f"{platform.node() or 'unknown'} ({platform.machine()}, {torch.get_num_threads()} threads, "
+            f"torch {torch.__version__})")
+
+
+def load_corpus(path: str | Path, seed: int = 0) -> CharCorruptionDataset:
+    return CharCorruptionDataset(read_text(path), BLOCK_SIZE, source=path, seed=seed)
+
+
+def load_model(params_path: str | Path, spec: ModelSpec, corpus: CharCorruptionDataset,
+               corpus_path: str | Path) -> tuple[GPT, Checkpoint]:
+    ckpt = load_checkpoint(params_path, n_head=spec.n_head)
+    check_compatible(ckpt, params_path, variant=spec.variant,
+                     bottleneck_dim=spec.bottleneck_dim, vocab=corpus.vocab, corpus=corpus_path)
+    return ckpt.build_model(), ckpt
+
+
+def _check_writable(path: str | Path) -> None:
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise FactgptError("the output folder does not exist", path=folder, hint="create it first")
+
+
+@dataclass
+class TrainOutcome:
+    state: TrainState
+    seconds: float
+    params_path: Path
+
+
+def run_training(model: GPT, dataset, tconf: TrainConfig, corpus: CharCorruptionDataset,
+                 writing_params_path: str | Path, *, stage: str, device: torch.device, writer=None,
+                 progress: bool = True, save_every: int = 0) -> TrainOutcome:
+    _check_writable(writing_params_path)
+    t0 = time.perf_counter()
+
+    def save(st: TrainState) -> None:
+        meta = {"stage": stage, "epochs": st.epoch, "max_epochs": tconf.max_epochs, "steps": st.step,
+                "tokens": st.tokens, "seconds": round(time.perf_counter() - t0, 2),
+                "seed": tconf.seed, "path": tconf.path, "precision": tconf.precision,
+                "final_loss": st.losses[-1] if st.losses else None}
+        save_checkpoint(writing_params_path, model, corpus.vocab, meta)
+
+    def on_epoch_end(st: TrainState) -> None:
+        if save_every and st.epoch % save_every == 0 and st.epoch < tconf.max_epochs:
+            save(st)
+
+    trainer = Trainer(model, dataset, tconf, device=device, writer=writer, progress=progress,
+                      on_epoch_end=on_epoch_end)
+    st = trainer.train()
+    seconds = time.perf_counter() - t0
+    save(st)
+    return TrainOutcome(st, seconds, Path(writing_params_path))
+
+
+def pretrain(corpus_path, spec: ModelSpec, tconf: TrainConfig, writing_params_path, *,
+             device, writer=None, progress=True, reading_params_path=None,
+             save_every: int = 0) -> TrainOutcome:
+    corpus = load_corpus(corpus_path, seed=tconf.seed)
+    torch.manual_seed(tconf.seed)
+    if reading_params_path:
+        model, _ = load_model(reading_params_path, spec, corpus, corpus_path)
+    else:
+        model = GPT(spec.config(corpus.vocab_size))
+    return run_training(model, corpus, tconf, corpus, writing_params_path, stage="pretrain",
+                        device=device, writer=writer, progress=progress, save_every=save_every)
+
+
+def finetune(corpus_path, finetune_path, spec: ModelSpec, tconf: TrainConfig, writing_params_path,
+             *, reading_params_path=None, device, writer=None, progress=True,
+             save_every: int = 0) -> TrainOutcome:
+    corpus = load_corpus(corpus_path, seed=tconf.seed)
+    names = NameDataset(corpus, read_text(finetune_path), source=finetune_path)
+    torch.manual_seed(tconf.seed)
+    if reading_params_path:
+        model, _ = load_model(reading_params_path, spec, corpus, corpus_path)
+    else:
+        model = GPT(spec.config(corpus.vocab_size))
+    return run_training(model, names, tconf, corpus, writing_params_path, stage="finetune",
+                        device=device, writer=writer, progress=progress, save_every=save_every)
+
+
+@dataclass
+class EvalOutcome:
+    questions: list[Question]
+    predictions: list[str]
+    score: Score | None
+    seconds: float
+
+
+def evaluate(corpus_path, reading_params_path, eval_path, outputs_path, spec: ModelSpec, *,
+             device, fast: bool = True, progress=None) -> EvalOutcome:
+    corpus = load_corpus(corpus_path)
+    model, _ = load_model(reading_params_path, spec, corpus, corpus_path)
+    model.to(device)
+    questions = read_questions(eval_path)
+    if outputs_path is not None:
+        _check_writable(outputs_path)
+    t0 = time.perf_counter()
+    preds = predict(model, questions, corpus.vocab, fast=fast, source=eval_path, progress=progress)
+    seconds = time.perf_counter() - t0
+    if outputs_path is not None:
+        atomic_write_text(outputs_path, "".join(p + "\n" for p in preds))
+    return EvalOutcome(questions, preds, score(questions, preds), seconds)

@@ -1,0 +1,162 @@
+"""Training: the reference's optimisation, run on one of two paths.
+
+Both paths take the examples in file order every epoch (the reference's DataLoader does not
+shuffle), compute the same loss (mean cross-entropy over the non-PAD targets of the batch), and
+use the same learning rate at every step: AdamW with decay on every parameter whose name has no
+"bias", gradient-norm clipping, and the reference's token-counted schedule, in which the counter
+grows by batch * sequence length per step, padding included, and the new rate is set *after* the
+step (so the first step runs at the full rate).
+
+- path="reference": a DataLoader over __getitem__, padded rows, explicit attention, for-each
+  AdamW: the reference's computation, kept to measure against.
+- path="fast": batches drawn in one vectorised call, their useful part packed several examples
+  to a row (attention and positions per example), fused attention and fused AdamW.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader
+
+from factgpt.config import TrainConfig
+from factgpt.data import PAD_ID, pack, useful_lengths
+from factgpt.model import GPT
+
+
+def lr_multiplier(tokens: int, warmup_tokens: int, final_tokens: int) -> float:
+    """The reference schedule: linear warm-up, then max(0.1, cosine). It rises again after
+    final_tokens (the cosine keeps turning past pi; only the 0.1 floor holds)."""
+    if tokens < warmup_tokens:
+        return float(tokens) / float(max(1, warmup_tokens))
+    progress = float(tokens - warmup_tokens) / float(max(1, final_tokens - warmup_tokens))
+    return max(0.1, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay every parameter whose name has no "bias": weights, LayerNorm weights, embeddings,
+    bare parameters such as pos_emb and the perceiver's basis C (the reference's rule)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if "bias" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+@dataclass
+class TrainState:
+    """Where training stands; enough to report progress (and to resume, see issue 8)."""
+    epoch: int = 0
+    step: int = 0
+    tokens: int = 0  # the reference's counter: batch * sequence length, padding included
+    useful_tokens: int = 0  # non-PAD targets actually learnt
+    examples: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)  # one per step
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.backends.mkldnn.is_available() and "AVX512" in torch.backends.cpu.get_cpu_capability()
+
+
+class Trainer:
+    def __init__(self, model: GPT, dataset, config: TrainConfig, *, device: torch.device | str = "cpu",
+                 writer=None, progress: bool = True, on_epoch_end=None) -> None:
+        self.model = model
+        self.dataset = dataset
+        self.config = config
+        self.device = torch.device(device)
+        self.writer = writer
+        self.progress = progress
+        self.on_epoch_end = on_epoch_end  # called with the TrainState after every epoch
+        fast = config.path == "fast"
+        model.set_attention("sdpa" if fast else "explicit")
+        kwargs = {"fused": True} if fast else {"foreach": True}
+        if not fast and self.device.type != "cuda":
+            kwargs = {"foreach": False}  # the reference's plain AdamW loop on CPU
+        self.optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay),
+                                           lr=config.learning_rate, betas=config.betas, **kwargs)
+        self.state = TrainState()
+        self.seq_len = dataset.seq_len  # ids per example, padding included (the lr counter)
+        if hasattr(dataset, "generator"):
+            dataset.reseed(config.seed + 1)  # corruption draws: own stream, same for both paths
+
+    def _autocast(self):
+        if self.config.precision == "bf16" and bf16_supported(self.device):
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _batches(self):
+        """(kwargs for model.forward, n_examples) per step, in file order."""
+        cfg, ds = self.config, self.dataset
+        if cfg.path == "reference":
+            loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=False, num_workers=0)
+            for x, y in loader:
+                yield {"idx": x.to(self.device), "targets": y.to(self.device)}, x.shape[0]
+            return
+        n = len(ds)
+        for start in range(0, n, cfg.batch_size):
+            idx = torch.arange(start, min(n, start + cfg.batch_size))
+            x, y = ds.draw_batch(idx)
+            if self.model.perceiver:
+                # No packing: latent i reads input positions <= i of its row, so every row must
+                # hold one example from position 0. Trailing padding is cut instead; being causal,
+                # the model computes the same outputs for the positions that remain.
+                T = int(useful_lengths(y).max())
+                yield {"idx": x[:, :T].to(self.device), "targets": y[:, :T].to(self.device)}, len(idx)
+                continue
+            b = pack(x, y, row_len=x.shape[1])
+            yield ({"idx": b.x.to(self.device), "targets": b.y.to(self.device),
+                    "positions": b.positions.to(self.device), "documents": b.documents.to(self.device)},
+                   b.n_examples)
+
+    def train(self) -> TrainState:
+        cfg, model, st = self.config, self.model, self.state
+        model.to(self.device)
+        steps_per_epoch = math.ceil(len(self.dataset) / cfg.batch_size)
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=cfg.max_epochs * steps_per_epoch, unit="step", dynamic_ncols=True)
+        lr = cfg.learning_rate
+        t_start = time.perf_counter()
+        for epoch in range(st.epoch, cfg.max_epochs):
+            model.train()
+            for batch, n_examples in self._batches():
+                with self._autocast():
+                    _, loss = model(**batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_norm_clip)
+                self.optimizer.step()
+                st.step += 1
+                st.examples += n_examples
+                st.tokens += n_examples * self.seq_len  # (y >= 0).sum() in the reference
+                st.useful_tokens += int((batch["targets"] != PAD_ID).sum())
+                if cfg.lr_decay:
+                    lr = cfg.learning_rate * lr_multiplier(st.tokens, cfg.warmup_tokens, cfg.final_tokens)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
+                loss_value = loss.item()
+                st.losses.append(loss_value)
+                if self.writer is not None and st.step % cfg.log_every == 0:
+                    self.writer.add_scalar("train/loss", loss_value, st.step - 1)
+                    self.writer.add_scalar("train/lr", lr, st.step - 1)
+                if bar is not None:
+                    elapsed = st.seconds + time.perf_counter() - t_start
+                    bar.set_postfix_str(f"epoch {epoch + 1} loss {loss_value:.4f} lr {lr:.2e} "
+                                        f"tok/s {st.tokens / max(elapsed, 1e-9):,.0f}", refresh=False)
+                    bar.update(1)
+            st.epoch = epoch + 1
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(st)
+        st.seconds += time.perf_counter() - t_start
+        if bar is not None:
+            bar.close()
+        return st

@@ -1,0 +1,52 @@
+"""Shared fixtures: paths to ../shared, a tiny corpus, tiny model configs made in code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+DATA = SHARED / "data"
+CONFORMANCE = SHARED / "conformance"
+
+LONG = "".join(chr(ord("a") + (i * 7) % 26) for i in range(300))  # one 300-character document
+
+PEOPLE = [("Ada Brook", "Paris"), ("Bo Carr", "Lima"), ("Cy Dunn", "Oslo"), ("Di Ekberg", "Rome"),
+          ("Ed Fahy", "Kyiv"), ("Flo Gant", "Bern"), ("Gus Hale", "Riga"), ("Hal Ives", "Doha")]
+
+
+def tiny_corpus() -> str:
+    lines = [f"{n}. {n} was born in {p} and later lived in {PEOPLE[(i + 3) % len(PEOPLE)][1]}."
+             for i, (n, p) in enumerate(PEOPLE)]
+    lines.append("Where was each of them born? The question every reader asks.")
+    return "\n".join(lines) + "\n"
+
+
+def tiny_tsv(people=PEOPLE) -> str:
+    return "".join(f"Where was {n} born?\t{p}\n" for n, p in people)
+
+
+@pytest.fixture
+def tiny_files(tmp_path: Path) -> dict[str, Path]:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(tiny_corpus(), encoding="utf-8")
+    train = tmp_path / "train.tsv"
+    train.write_text(tiny_tsv(PEOPLE[:6]), encoding="utf-8")
+    dev = tmp_path / "dev.tsv"
+    dev.write_text(tiny_tsv(PEOPLE[6:]), encoding="utf-8")
+    return {"corpus": corpus, "train": train, "dev": dev, "dir": tmp_path}
+
+
+TINY = ["--n_layer", "2", "--n_head", "2", "--n_embd", "32", "--no_tensorboard", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def need(path: Path):
+    return pytest.mark.skipif(not path.exists(), reason=f"{path} not present")

@@ -1,0 +1,152 @@
+"""The command line: documented flags, the study's pipeline end to end, and bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from factgpt.cli import build_parser, main
+
+from conftest import DATA, TINY, need
+
+STUDY_FLAGS = ["--reading_params_path", "--writing_params_path", "--finetune_corpus_path",
+               "--eval_corpus_path", "--outputs_path", "--pretrain_lr", "--finetune_lr",
+               "--bottleneck_dim", "--tb_expt_name", "--max_epochs", "--batch_size", "--n_layer",
+               "--n_head", "--n_embd", "--seed", "--device"]
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune", "evaluate"])
+def test_help_shows_the_documented_flags(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for flag in STUDY_FLAGS:
+        assert flag in out
+    assert "{vanilla,perceiver}" in out
+
+
+def test_console_script_runs():
+    r = subprocess.run([sys.executable, "-m", "factgpt", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "pretrain" in r.stdout and "london" in r.stdout
+
+
+@need(DATA / "birth_dev.tsv")
+def test_london_baseline_on_dev(capsys):
+    assert main(["london", str(DATA / "birth_dev.tsv")]) == 0
+    assert capsys.readouterr().out.strip() == "Correct: 25.0 out of 500.0: 5.0%"
+
+
+def run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "perceiver"])
+def test_pretrain_finetune_evaluate_end_to_end(tiny_files, variant, capsys, tmp_path):
+    f = tiny_files
+    common = [variant, f["corpus"], *TINY, "--bottleneck_dim", "8"]
+    pre, fin = tmp_path / "pre.safetensors", tmp_path / "fin.safetensors"
+    code, out, err = run(["pretrain", *common, "--writing_params_path", pre, "--max_epochs", "3",
+                          "--batch_size", "4"], capsys)
+    assert code == 0, err
+    assert "pretrain: 3 epochs" in out and pre.exists()
+    code, out, err = run(["finetune", *common, "--reading_params_path", pre, "--writing_params_path", fin,
+                          "--finetune_corpus_path", f["train"], "--max_epochs", "2"], capsys)
+    assert code == 0, err
+    assert "finetune: 2 epochs" in out
+    preds = tmp_path / "dev.predictions"
+    code, out, err = run(["evaluate", *common, "--reading_params_path", fin, "--eval_corpus_path", f["dev"],
+                          "--outputs_path", preds], capsys)
+    assert code == 0, err
+    assert out.startswith("Correct: ") and "out of 2.0" in out
+    assert len(preds.read_text(encoding="utf-8").splitlines()) == 2
+    # unlabelled questions: predictions, and a plain word that there is no accuracy
+    q = tmp_path / "q.tsv"
+    q.write_text("Where was Ada Brook born?\n", encoding="utf-8")
+    code, out, _ = run(["evaluate", *common, "--reading_params_path", fin, "--eval_corpus_path", q,
+                        "--outputs_path", preds], capsys)
+    assert code == 0 and "has no answers" in out
+
+
+def test_tensorboard_scalars_written(tiny_files, capsys, tmp_path):
+    f = tiny_files
+    tb = tmp_path / "tb"
+    code, _, err = run(["pretrain", "vanilla", f["corpus"], "--n_layer", "1", "--n_head", "1", "--n_embd", "8",
+                        "--quiet", "--max_epochs", "1", "--tb_dir", tb,
+                        "--writing_params_path", tmp_path / "p.safetensors"], capsys)
+    assert code == 0, err
+    runs = list((tb / "pretrain").iterdir())
+    assert [r.name for r in runs] == ["run_vanilla_32_pt_lr_0.006000_ft_lr_0.000600"]
+    assert any(p.name.startswith("events.out.tfevents") for p in runs[0].iterdir())
+
+
+def _one_clear_line(code, err, *needles):
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("factgpt: error: ") and "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_bad_inputs_get_one_clear_line(tiny_files, capsys, tmp_path):
+    f = tiny_files
+    out = tmp_path / "x.safetensors"
+    fin = ["finetune", "vanilla", f["corpus"], *TINY, "--writing_params_path", out, "--max_epochs", "1"]
+
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("Where was Ada Brook born?\tParis\nWhere was Bo Carr born? Lima\n", encoding="utf-8")
+    _one_clear_line(*run([*fin, "--finetune_corpus_path", bad], capsys)[::2], "bad.tsv:2:", "no tab")
+
+    bad.write_text("Where was Ada Brook born?\tParis\nWhere was Zoë born?\tLima\n", encoding="utf-8")
+    _one_clear_line(*run([*fin, "--finetune_corpus_path", bad], capsys)[::2], "bad.tsv:2:", "'Z'")
+
+    bad.write_bytes(b"Where was Ada Brook born?\tParis\n\xc3\x28\n")
+    _one_clear_line(*run([*fin, "--finetune_corpus_path", bad], capsys)[::2], "bad.tsv:2:", "UTF-8")
+
+    bad.write_text("Where was " + "Ada Brook " * 13 + "born?\tParis\n", encoding="utf-8")
+    _one_clear_line(*run([*fin, "--finetune_corpus_path", bad], capsys)[::2], "bad.tsv:1:", "block size")
+
+    _one_clear_line(*run([*fin, "--finetune_corpus_path", tmp_path / "nope.tsv"], capsys)[::2],
+                    "nope.tsv", "no such file")
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n", encoding="utf-8")
+    _one_clear_line(*run(["pretrain", "vanilla", empty, *TINY, "--writing_params_path", out], capsys)[::2],
+                    "empty.txt", "empty")
+    assert not out.exists()  # nothing half-written
+
+
+def test_wrong_checkpoint_is_refused(tiny_files, capsys, tmp_path):
+    f = tiny_files
+    pre = tmp_path / "perc.safetensors"
+    code, _, err = run(["pretrain", "perceiver", f["corpus"], *TINY, "--bottleneck_dim", "8",
+                        "--max_epochs", "1", "--writing_params_path", pre], capsys)
+    assert code == 0, err
+    ev = ["--reading_params_path", pre, "--eval_corpus_path", f["dev"], "--outputs_path", tmp_path / "o"]
+    _one_clear_line(*run(["evaluate", "vanilla", f["corpus"], *TINY, *ev], capsys)[::2], "perceiver checkpoint")
+    _one_clear_line(*run(["evaluate", "perceiver", f["corpus"], *TINY, "--bottleneck_dim", "16", *ev],
+                         capsys)[::2], "bottleneck_dim 8")
+    other = tmp_path / "other.txt"
+    other.write_text(f["corpus"].read_text(encoding="utf-8") + "Q~\n", encoding="utf-8")
+    _one_clear_line(*run(["evaluate", "perceiver", other, *TINY, "--bottleneck_dim", "8", *ev], capsys)[::2],
+                    "vocabulary")
+    junk = tmp_path / "junk.params"
+    junk.write_bytes(pre.read_bytes()[:100])
+    _one_clear_line(*run(["evaluate", "perceiver", f["corpus"], *TINY, "--bottleneck_dim", "8",
+                          "--reading_params_path", junk, "--eval_corpus_path", f["dev"],
+                          "--outputs_path", tmp_path / "o"], capsys)[::2], "corrupted")
+
+
+def test_missing_required_flag(tiny_files, capsys):
+    _one_clear_line(*run(["pretrain", "vanilla", tiny_files["corpus"], *TINY], capsys)[::2],
+                    "--writing_params_path")
+
+
+def test_parser_has_every_command():
+    choices = build_parser()._subparsers._group_actions[0].choices
+    assert {"pretrain", "finetune", "evaluate", "london", "data"} <= set(choices)

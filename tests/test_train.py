@@ -1,0 +1,87 @@
+"""The reference optimisation: schedule, parameter groups, and both paths agreeing."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from factgpt.config import GPTConfig, TrainConfig
+from factgpt.data import CharCorruptionDataset, NameDataset
+from factgpt.model import GPT
+from factgpt.train import Trainer, lr_multiplier, parameter_groups
+
+from conftest import LONG, tiny_corpus, tiny_tsv
+
+
+def test_lr_multiplier_reference_schedule():
+    assert lr_multiplier(0, 100, 1100) == 0.0
+    assert lr_multiplier(50, 100, 1100) == 0.5  # linear warm-up
+    assert lr_multiplier(100, 100, 1100) == 1.0
+    assert math.isclose(lr_multiplier(600, 100, 1100), 0.5)  # half-way down the cosine
+    assert lr_multiplier(1100, 100, 1100) == 0.1  # the floor
+    # past final_tokens the cosine turns back up: a full period later it is at 1 again
+    assert lr_multiplier(1600, 100, 1100) == pytest.approx(0.5)
+    assert lr_multiplier(2100, 100, 1100) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("perceiver", [False, True])
+def test_parameter_groups_decay_everything_but_biases(perceiver):
+    model = GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=3, n_head=2, n_embd=8,
+                          perceiver=perceiver, bottleneck_dim=4 if perceiver else None))
+    decay, no_decay = parameter_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    plain = {names[id(p)] for p in no_decay["params"]}
+    assert decayed | plain == set(names.values()) and not decayed & plain  # every parameter, once
+    assert all("bias" in n for n in plain)
+    assert {"pos_emb", "tok_emb.weight", "ln_f.weight", "head.weight"} <= decayed
+    if perceiver:
+        assert "down_block.C" in decayed  # the bare learned basis is not skipped
+
+
+def _no_dropout(cfg: GPTConfig) -> GPTConfig:
+    cfg.embd_pdrop = cfg.resid_pdrop = cfg.attn_pdrop = 0.0
+    return cfg
+
+
+@pytest.mark.parametrize("kind", ["pretrain", "finetune"])
+def test_reference_and_fast_paths_take_the_same_steps(kind):
+    """Without dropout, both paths see the same examples and compute the same update."""
+    text = LONG + "\n" + tiny_corpus()
+    corpus = CharCorruptionDataset(text, 64)
+    ds = corpus if kind == "pretrain" else NameDataset(corpus, tiny_tsv())
+    cfg = _no_dropout(GPTConfig(vocab_size=corpus.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=16))
+    base = GPT(cfg)
+    results = {}
+    for path in ("reference", "fast"):
+        model = copy.deepcopy(base)
+        tc = TrainConfig(max_epochs=2, batch_size=4, learning_rate=1e-3, final_tokens=10_000, path=path)
+        st = Trainer(model, ds, tc, progress=False).train()
+        results[path] = (st, model)
+    (st_r, m_r), (st_f, m_f) = results["reference"], results["fast"]
+    assert st_r.tokens == st_f.tokens == 2 * len(ds) * ds.seq_len  # padding counted, as the reference
+    assert st_r.useful_tokens == st_f.useful_tokens  # the same targets
+    assert st_r.losses == pytest.approx(st_f.losses, rel=1e-4, abs=1e-5)
+    for (n, a), (_, b) in zip(m_r.named_parameters(), m_f.named_parameters()):
+        assert torch.allclose(a, b, atol=1e-5), n
+
+
+def test_training_learns_a_tiny_corpus():
+    corpus = CharCorruptionDataset(tiny_corpus(), 64)
+    names = NameDataset(corpus, tiny_tsv())
+    model = GPT(GPTConfig(vocab_size=corpus.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=32))
+    tc = TrainConfig(max_epochs=60, batch_size=8, learning_rate=3e-3, final_tokens=10**9)
+    st = Trainer(model, names, tc, progress=False).train()
+    assert st.losses[-1] < 0.3 * st.losses[0]
+
+
+def test_bf16_autocast_runs_and_learns():
+    corpus = CharCorruptionDataset(tiny_corpus(), 64)
+    names = NameDataset(corpus, tiny_tsv())
+    model = GPT(GPTConfig(vocab_size=corpus.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=32))
+    tc = TrainConfig(max_epochs=30, batch_size=8, learning_rate=3e-3, final_tokens=10**9, precision="bf16")
+    st = Trainer(model, names, tc, progress=False).train()
+    assert st.losses[-1] < 0.5 * st.losses[0]
