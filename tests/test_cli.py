@@ -150,3 +150,36 @@ def test_missing_required_flag(tiny_files, capsys):
 def test_parser_has_every_command():
     choices = build_parser()._subparsers._group_actions[0].choices
     assert {"pretrain", "finetune", "evaluate", "london", "data"} <= set(choices)
+
+
+def test_demo_tiny_writes_the_table_and_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code, stdout, err = run(["demo", "--tiny", "--quiet", "--out", out], capsys)
+    assert code == 0, err
+    assert "vanilla, pretrained + finetuned" in stdout and "perceiver, pretrained + finetuned" in stdout
+    for name in ("report.md", "accuracy.png", "loss_curves.png", "stages.json", "corpus.txt", "train.tsv",
+                 "heldout.tsv", "vanilla_pretrain_seed0.heldout.predictions"):
+        assert (out / name).is_file(), name
+    # a second run skips every finished stage
+    code, _, err = run(["demo", "--tiny", "--quiet", "--out", out], capsys)
+    assert code == 0 and err.count("done earlier, skipped") == 5, err
+
+
+@need(DATA / "wiki.txt")
+def test_reproduce_smoke_on_real_data_writes_every_file(tmp_path, capsys):
+    out = tmp_path / "rep"
+    code, stdout, err = run(["reproduce", "--budget", "smoke", "--quiet", "--data-dir", DATA, "--out", out], capsys)
+    assert code == 0, err
+    assert "23.8%" in stdout  # the published column
+    for name in ("report.md", "accuracy.png", "loss_curves.png", "stages.json",
+                 "vanilla_pretrain_seed0.birth_dev.predictions", "vanilla_pretrain_seed0.birth_test_inputs.predictions",
+                 "perceiver_pretrain_seed0.birth_dev.predictions"):
+        assert (out / name).is_file(), name
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "| vanilla_pretrain_seed0.pretrain |" in report and "factgpt pretrain vanilla" in report
+    assert len((out / "vanilla_pretrain_seed0.birth_dev.predictions").read_text().splitlines()) == 500
+
+
+def test_reproduce_without_data_says_how_to_get_it(tmp_path, capsys):
+    _one_clear_line(*run(["reproduce", "--data-dir", tmp_path, "--out", tmp_path / "o"], capsys)[::2],
+                    "wiki.txt is missing", "factgpt data download")

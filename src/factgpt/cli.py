@@ -74,6 +74,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("london", help="the always-London baseline on a labelled TSV")
     p.add_argument("eval_corpus_path", help="question<TAB>answer TSV (birth_dev.tsv)")
 
+    p = sub.add_parser("bench", help="reference path vs fast path: training and decoding speed, one run")
+    p.add_argument("--data-dir", default="data", help="folder with the study's four files (data)")
+    p.add_argument("--steps", type=int, default=4, help="timed optimiser steps per path (4)")
+    p.add_argument("--params", default=None, help="checkpoint to decode with (default: untrained model)")
+    p.add_argument("--decode-sample", type=int, default=20, help="questions decoded one at a time (20)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+
+    p = sub.add_parser("demo", help="the study's table on a generated world of fictional biographies (minutes)")
+    p.add_argument("--out", default="demo_out", help="folder for the world, checkpoints and report (demo_out)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the world and of training (0)")
+    p.add_argument("--people", type=int, default=None, help="people in the world (default 100)")
+    p.add_argument("--pretrain_epochs", type=int, default=None, help="pretraining epochs (default 60)")
+    p.add_argument("--tiny", action="store_true", help="a seconds-long run that checks the plumbing")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("reproduce", help="the study's table on the real data, stage by stage, with a report")
+    p.add_argument("--data-dir", default="data", help="folder with the four files (`factgpt data download`)")
+    p.add_argument("--out", default="reproduce_out", help="report folder (reproduce_out)")
+    p.add_argument("--budget", choices=("smoke", "quick", "full"), default="full",
+                   help="full: the reference recipe; quick: 100 pretraining epochs, bf16; smoke: seconds")
+    p.add_argument("--seeds", type=int, default=1, help="repeat each trained stage over K seeds (1)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
     p = sub.add_parser("data", help="the study's data files")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     d = dsub.add_parser("download", help="fetch the four files and check their SHA-256 sums")
@@ -166,8 +192,89 @@ def _data(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    import platform
+
+    import torch
+
+    from factgpt.bench import format_report, run_bench
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows, decode = run_bench(args.data_dir, steps=args.steps, params=args.params,
+                             decode_sample=args.decode_sample, log=lambda m: print(m, file=sys.stderr))
+    print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, "
+          f"{torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}")
+    print(format_report(rows, decode))
+    return 0
+
+
+def _demo(args) -> int:
+    import torch
+
+    from factgpt.reproduce import DEMO, Files, TableRun, format_table, summarize, write_report
+    from factgpt.synthetic import make_world
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    recipe, people = DEMO, args.people or 100
+    if args.tiny:
+        from dataclasses import replace
+        recipe = replace(DEMO, n_layer=2, n_head=2, n_embd=16, pretrain_epochs=1, finetune_epochs=1,
+                         finetune_epochs_scratch=1, bottleneck_dim=8)
+        people = args.people or 20
+    if args.pretrain_epochs:
+        from dataclasses import replace
+        recipe = replace(recipe, pretrain_epochs=args.pretrain_epochs, pretrain_final_epochs=args.pretrain_epochs)
+    world = make_world(n_people=people, heldout_fraction=0.2, mentions=3, seed=args.seed)
+    out = Path(args.out)
+    paths = world.write(out)
+    print(f"world: {len(world.people)} people, {len(world.documents)} documents in {paths['corpus']}; "
+          f"finetuning on {len(world.train)}, asking about {len(world.heldout)} held-out people "
+          "whose birthplaces only the pretraining corpus tells", file=sys.stderr)
+    run = TableRun(Files(paths["corpus"], paths["train"], paths["heldout"]), recipe, out,
+                   progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
+    summary = summarize(run.run(seeds=1))
+    write_report(out, summary, run.records, title="factgpt demo: a fictional world",
+                 budget_note=f"Held-out accuracy on {len(world.heldout)} people seen only in pretraining "
+                 f"(recipe `{recipe.name}`, seed {args.seed}).", published=None)
+    print(format_table(summary))
+    print(f"report: {out / 'report.md'}", file=sys.stderr)
+    return 0
+
+
+def _reproduce(args) -> int:
+    import torch
+
+    from factgpt import stages
+    from factgpt.reproduce import PUBLISHED, Files, TableRun, format_table, summarize, with_budget, write_report
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    d = Path(args.data_dir)
+    for name in ("wiki.txt", "birth_places_train.tsv", "birth_dev.tsv"):
+        if not (d / name).is_file():
+            raise FactgptError(f"{name} is missing", path=d, hint=f"run `factgpt data download --dest {d}`")
+    extra = [d / "birth_test_inputs.tsv"] if (d / "birth_test_inputs.tsv").is_file() else []
+    recipe = with_budget(args.budget)
+    run = TableRun(Files(d / "wiki.txt", d / "birth_places_train.tsv", d / "birth_dev.tsv", extra), recipe,
+                   args.out, device=stages.resolve_device(args.device), progress=not args.quiet,
+                   log=lambda m: print(m, file=sys.stderr))
+    summary = summarize(run.run(seeds=args.seeds))
+    note = (f"Budget `{recipe.name}`: pretraining {recipe.pretrain_epochs} epochs (cosine floor after "
+            f"{recipe.pretrain_final_epochs:g}), finetuning {recipe.finetune_epochs} epochs after pretraining and "
+            f"{recipe.finetune_epochs_scratch} without, {recipe.precision}; {args.seeds} seed(s); dev accuracy on "
+            f"{len(run.questions)} questions.")
+    report = write_report(args.out, summary, run.records, title="factgpt reproduce: the study's table",
+                          budget_note=note, published=PUBLISHED)
+    print(format_table(summary, PUBLISHED))
+    print(f"report: {report}", file=sys.stderr)
+    return 0
+
+
 COMMANDS = {"pretrain": _study, "finetune": _study, "evaluate": _study, "london": _london,
-            "data": _data}
+            "data": _data, "bench": _bench, "demo": _demo,
+            "reproduce": _reproduce}
 
 
 def main(argv: list[str] | None = None) -> int:

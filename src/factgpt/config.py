@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+from factgpt.errors import FactgptError
+
 BLOCK_SIZE = 128  # the study's context length, fixed in the reference run.py
 
 
@@ -30,11 +32,13 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
-        if self.perceiver and not self.bottleneck_dim:
-            raise ValueError("the perceiver variant needs bottleneck_dim")
+            raise FactgptError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
+        if self.perceiver and not (self.bottleneck_dim and 0 < self.bottleneck_dim <= self.block_size):
+            raise FactgptError(f"the perceiver variant needs 0 < bottleneck_dim <= {self.block_size}")
         if self.perceiver and self.n_layer < 2:
-            raise ValueError("the perceiver variant needs n_layer >= 2 (down and up blocks)")
+            raise FactgptError("the perceiver variant needs n_layer >= 2 (down and up blocks)")
+        if min(self.n_layer, self.n_head, self.n_embd, self.vocab_size, self.block_size) < 1:
+            raise FactgptError("n_layer, n_head, n_embd, vocab_size and block_size must be positive")
         if not self.perceiver:
             self.bottleneck_dim = None
 

@@ -1,0 +1,328 @@
+"""The study's results table, end to end: `factgpt demo` and `factgpt reproduce`.
+
+A table is four rows: a most-frequent-answer baseline, vanilla finetuned without pretraining,
+vanilla pretrained + finetuned, perceiver pretrained + finetuned. Each trained row is a chain of
+stages (pretrain -> finetune -> evaluate); a stage whose outputs exist is skipped, so an
+interrupted run picks up at the first unfinished stage. Every stage records its command-line
+equivalent, config, commit, machine and wall time in OUT/stages.json; report.md, the loss curves
+and the accuracy chart are written from those records.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from factgpt.checkpoint import atomic_write_text, save_checkpoint
+from factgpt.config import BLOCK_SIZE, GPTConfig, TrainConfig
+from factgpt.data import CharCorruptionDataset, NameDataset, read_questions, read_text
+from factgpt.errors import FactgptError
+from factgpt.evaluate import Score, most_frequent_answer, predict, score
+from factgpt.model import GPT
+from factgpt.stages import machine
+from factgpt.train import Trainer
+
+PUBLISHED = {  # the study's dev accuracy (500 questions)
+    "baseline": (25, 500), "vanilla_nopretrain": (10, 500), "vanilla_pretrain": (119, 500),
+    "perceiver_pretrain": (41, 500),
+}
+ROW_TITLES = {
+    "baseline": "always the most frequent answer",
+    "vanilla_nopretrain": "vanilla, finetuned without pretraining",
+    "vanilla_pretrain": "vanilla, pretrained + finetuned",
+    "perceiver_pretrain": "perceiver, pretrained + finetuned",
+}
+
+
+@dataclass
+class Recipe:
+    """Model and optimisation for one table; `full` is the reference recipe."""
+    name: str
+    n_layer: int = 4
+    n_head: int = 8
+    n_embd: int = 256
+    dropout: float = 0.1
+    bottleneck_dim: int = 64  # the reference commands use 64
+    pretrain_epochs: int = 650
+    pretrain_batch: int = 128
+    pretrain_lr: float = 6e-3
+    pretrain_final_epochs: float = 200.0  # cosine floor after this many epochs' tokens (ref: 200)
+    finetune_epochs: int = 10  # after pretraining
+    finetune_epochs_scratch: int = 75  # without pretraining
+    finetune_batch: int = 256
+    finetune_lr: float = 6e-4
+    precision: str = "fp32"
+
+    def model_config(self, vocab_size: int, perceiver: bool) -> GPTConfig:
+        d = self.dropout
+        return GPTConfig(vocab_size=vocab_size, block_size=BLOCK_SIZE, n_layer=self.n_layer,
+                         n_head=self.n_head, n_embd=self.n_embd, embd_pdrop=d, resid_pdrop=d,
+                         attn_pdrop=d, perceiver=perceiver,
+                         bottleneck_dim=self.bottleneck_dim if perceiver else None)
+
+
+BUDGETS = {
+    # the reference recipe
+    "full": Recipe("full"),
+    # a shortened pretraining whose cosine ends with the run (see docs/results.md)
+    "quick": Recipe("quick", pretrain_epochs=100, pretrain_final_epochs=100, precision="bf16"),
+    # seconds: checks that every stage and every report file works
+    "smoke": Recipe("smoke", n_layer=2, n_head=2, n_embd=32, pretrain_epochs=1, pretrain_final_epochs=1,
+                    finetune_epochs=1, finetune_epochs_scratch=1, bottleneck_dim=8),
+}
+
+DEMO = Recipe("demo", n_layer=2, n_head=4, n_embd=256, dropout=0.0, bottleneck_dim=48,
+              pretrain_epochs=60, pretrain_batch=32, pretrain_lr=1e-3, pretrain_final_epochs=60,
+              finetune_epochs=10, finetune_epochs_scratch=10, finetune_batch=32, finetune_lr=5e-4,
+              precision="bf16")
+
+
+@dataclass
+class Files:
+    corpus: Path  # pretraining text (also fixes the vocabulary)
+    train: Path  # finetuning question<TAB>answer
+    eval: Path  # labelled questions to score
+    extra_eval: list[Path] = field(default_factory=list)  # more question files to predict (test inputs)
+
+
+@dataclass
+class RowResult:
+    key: str
+    seed: int
+    correct: int
+    total: int
+    seconds: float
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.correct / self.total
+
+
+def _as_json(d: dict) -> dict:
+    """`d` as it reads back from stages.json (tuples become lists), for comparisons."""
+    return json.loads(json.dumps(d))
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def wilson(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson interval of a proportion, in percent."""
+    if total == 0:
+        return (0.0, 0.0)
+    p = correct / total
+    den = 1 + z * z / total
+    mid = (p + z * z / (2 * total)) / den
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / den
+    return (100 * (mid - half), 100 * (mid + half))
+
+
+class TableRun:
+    """Runs (or resumes) the table's stages into `out`, recording each one."""
+
+    def __init__(self, files: Files, recipe: Recipe, out: str | Path, *, device="cpu",
+                 progress: bool = True, log=None, command_prefix: str = "factgpt") -> None:
+        self.files, self.recipe = files, recipe
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.device = torch.device(device)
+        self.progress = progress
+        self.say = log or (lambda *_: None)
+        self.prefix = command_prefix
+        self.records_path = self.out / "stages.json"
+        self.records: dict = json.loads(self.records_path.read_text()) if self.records_path.exists() else {}
+        self.corpus = CharCorruptionDataset(read_text(files.corpus), BLOCK_SIZE, source=files.corpus)
+        self.names = NameDataset(self.corpus, read_text(files.train), source=files.train)
+        self.questions = read_questions(files.eval)
+
+    def _record(self, key: str, **info) -> None:
+        info.update(commit=commit(), machine=machine(), recipe=self.recipe.name)
+        self.records[key] = info
+        atomic_write_text(self.records_path, json.dumps(self.records, indent=1))
+
+    def _train(self, key: str, model: GPT, dataset, tconf: TrainConfig, command: str) -> Path:
+        ckpt = self.out / f"{key}.safetensors"
+        if key in self.records and ckpt.exists():
+            rec = self.records[key]
+            if rec.get("model") != _as_json(model.config.identity()) or rec.get("train") != _as_json(asdict(tconf)):
+                raise FactgptError(f"{key} was run here before with another recipe", path=self.out,
+                                   hint="use another --out, or delete the folder to start over")
+            self.say(f"{key}: done earlier, skipped")
+            return ckpt
+        self.say(f"{key}: {tconf.max_epochs} epochs")
+        t0 = time.perf_counter()
+        st = Trainer(model, dataset, tconf, device=self.device, progress=self.progress).train()
+        seconds = time.perf_counter() - t0
+        save_checkpoint(ckpt, model, self.corpus.vocab, {"stage": key, "epochs": st.epoch, "steps": st.step})
+        self._record(key, command=command, seconds=round(seconds, 1), train=asdict(tconf),
+                     model=model.config.identity(), losses=st.losses, tokens=st.tokens,
+                     examples=st.examples)
+        return ckpt
+
+    def _load(self, ckpt: Path, config: GPTConfig) -> GPT:
+        from factgpt.checkpoint import load_checkpoint
+        model = GPT(config)
+        model.load_state_dict(load_checkpoint(ckpt).state_dict)
+        return model
+
+    def baseline(self) -> RowResult:
+        guess = most_frequent_answer(read_questions(self.files.train, require_answers=True))
+        s = score(self.questions, [guess] * len(self.questions))
+        self._record("baseline", command=f"most frequent training answer: {guess!r}", seconds=0.0,
+                     answer=guess)
+        return RowResult("baseline", 0, s.correct, s.total, 0.0)
+
+    def trained_row(self, key: str, seed: int) -> RowResult:
+        r, f = self.recipe, self.files
+        perceiver = key.startswith("perceiver")
+        variant = "perceiver" if perceiver else "vanilla"
+        tag = f"{key}_seed{seed}"
+        cfg = r.model_config(self.corpus.vocab_size, perceiver)
+        dims = (f"--n_layer {r.n_layer} --n_head {r.n_head} --n_embd {r.n_embd} --seed {seed} "
+                f"--precision {r.precision}" + (f" --bottleneck_dim {r.bottleneck_dim}" if perceiver else ""))
+        pre_ckpt = None
+        t0 = time.perf_counter()
+        if key.endswith("_pretrain"):
+            torch.manual_seed(seed)
+            self.corpus.reseed(seed)
+            final = int(r.pretrain_final_epochs * len(self.corpus) * BLOCK_SIZE)
+            tconf = TrainConfig(max_epochs=r.pretrain_epochs, batch_size=r.pretrain_batch,
+                                learning_rate=r.pretrain_lr, final_tokens=final, seed=seed,
+                                precision=r.precision)
+            cmd = (f"{self.prefix} pretrain {variant} {f.corpus} --writing_params_path {tag}.pretrain "
+                   f"--max_epochs {r.pretrain_epochs} --batch_size {r.pretrain_batch} --pretrain_lr "
+                   f"{r.pretrain_lr} --final_tokens {final} {dims}")
+            pre_ckpt = self._train(f"{tag}.pretrain", GPT(cfg), self.corpus, tconf, cmd)
+        torch.manual_seed(seed)
+        model = self._load(pre_ckpt, cfg) if pre_ckpt else GPT(cfg)
+        epochs = r.finetune_epochs if pre_ckpt else r.finetune_epochs_scratch
+        tconf = TrainConfig(max_epochs=epochs, batch_size=r.finetune_batch, learning_rate=r.finetune_lr,
+                            final_tokens=200 * len(self.corpus) * BLOCK_SIZE, seed=seed, precision=r.precision)
+        cmd = (f"{self.prefix} finetune {variant} {f.corpus} --finetune_corpus_path {f.train} "
+               + (f"--reading_params_path {tag}.pretrain " if pre_ckpt else "")
+               + f"--writing_params_path {tag}.finetune --max_epochs {epochs} --batch_size {r.finetune_batch} "
+               f"--finetune_lr {r.finetune_lr} {dims}")
+        ft_ckpt = self._train(f"{tag}.finetune", model, self.names, tconf, cmd)
+        model = self._load(ft_ckpt, cfg).to(self.device)
+        eval_key = f"{tag}.evaluate"
+        if eval_key in self.records:
+            rec = self.records[eval_key]
+            return RowResult(key, seed, rec["correct"], rec["total"], time.perf_counter() - t0)
+        te = time.perf_counter()
+        preds = predict(model, self.questions, self.corpus.vocab, source=f.eval)
+        atomic_write_text(self.out / f"{tag}.{f.eval.stem}.predictions", "".join(p + "\n" for p in preds))
+        for extra in f.extra_eval:
+            qs = read_questions(extra)
+            extra_preds = predict(model, qs, self.corpus.vocab, source=extra)
+            atomic_write_text(self.out / f"{tag}.{extra.stem}.predictions", "".join(p + "\n" for p in extra_preds))
+        s: Score = score(self.questions, preds)
+        self._record(eval_key, command=f"{self.prefix} evaluate {variant} {f.corpus} --reading_params_path "
+                     f"{tag}.finetune --eval_corpus_path {f.eval} {dims}", seconds=round(time.perf_counter() - te, 1),
+                     correct=s.correct, total=s.total)
+        return RowResult(key, seed, s.correct, s.total, time.perf_counter() - t0)
+
+    def run(self, seeds: int = 1, rows=("baseline", "vanilla_nopretrain", "vanilla_pretrain",
+                                        "perceiver_pretrain")) -> list[RowResult]:
+        results = []
+        for key in rows:
+            if key == "baseline":
+                results.append(self.baseline())
+                continue
+            for seed in range(seeds):
+                results.append(self.trained_row(key, seed))
+        return results
+
+
+def summarize(results: list[RowResult]) -> list[dict]:
+    """One line per row key: mean, spread over seeds, and the 95% interval of the first seed."""
+    out = []
+    for key in dict.fromkeys(r.key for r in results):
+        rs = [r for r in results if r.key == key]
+        pcts = [r.percent for r in rs]
+        out.append({"key": key, "title": ROW_TITLES[key], "seeds": len(rs), "mean": statistics.mean(pcts),
+                    "sd": statistics.stdev(pcts) if len(pcts) > 1 else 0.0, "correct": rs[0].correct,
+                    "total": rs[0].total, "interval": wilson(rs[0].correct, rs[0].total), "all": pcts})
+    return out
+
+
+def format_table(summary: list[dict], published: dict | None = None) -> str:
+    head = "| model | accuracy | 95% interval |" + (" published |" if published else "")
+    lines = [head, "|---|---|---|" + ("---|" if published else "")]
+    for s in summary:
+        acc = f"{s['mean']:.1f}%"
+        if s["seeds"] > 1:
+            acc += f" ± {s['sd']:.1f} ({s['seeds']} seeds)"
+        else:
+            acc += f" ({s['correct']}/{s['total']})"
+        lo, hi = s["interval"]
+        line = f"| {s['title']} | {acc} | {lo:.1f}–{hi:.1f}% |"
+        if published:
+            c, t = published[s["key"]]
+            plo, phi = wilson(c, t)
+            line += f" {100 * c / t:.1f}% ({c}/{t}; {plo:.1f}–{phi:.1f}%) |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def write_report(out: str | Path, summary: list[dict], records: dict, *, title: str, budget_note: str,
+                 published: dict | None) -> Path:
+    """report.md, loss_curves.png and accuracy.png in `out`."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, rec in records.items():
+        if rec.get("losses"):
+            ax.plot(rec["losses"], label=key, linewidth=0.8)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("log")
+    ax.legend(fontsize=6)
+    ax.set_title("Training loss per stage")
+    fig.tight_layout()
+    fig.savefig(out / "loss_curves.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    labels = [s["title"] for s in summary]
+    ys = [s["mean"] for s in summary]
+    errs = [[s["mean"] - s["interval"][0] for s in summary], [s["interval"][1] - s["mean"] for s in summary]]
+    ax.barh(labels, ys, xerr=errs, color="#4a7", label="factgpt (95% interval)")
+    if published:
+        ax.scatter([100 * published[s["key"]][0] / published[s["key"]][1] for s in summary], labels,
+                   color="k", zorder=3, label="published")
+    ax.set_xlabel("accuracy (%)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "accuracy.png", dpi=120)
+    plt.close(fig)
+
+    lines = [f"# {title}", "", budget_note, "", format_table(summary, published), "",
+             "![accuracy](accuracy.png)", "", "![loss curves](loss_curves.png)", "", "## Stages", "",
+             "| stage | wall time | command | commit | machine |", "|---|---|---|---|---|"]
+    for key, rec in records.items():
+        lines.append(f"| {key} | {rec.get('seconds', 0):.1f} s | `{rec.get('command', '')}` | "
+                     f"{rec.get('commit', '')} | {rec.get('machine', '')} |")
+    lines += ["", "Configs (model and optimisation) of every trained stage are in `stages.json`."]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def with_budget(name: str, **overrides) -> Recipe:
+    return replace(BUDGETS[name], **{k: v for k, v in overrides.items() if v is not None})

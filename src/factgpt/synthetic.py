@@ -1,0 +1,102 @@
+"""The fictional-biography world behind `factgpt demo`: seeded, no download.
+
+Invented people, each with a birthplace and three other places in other roles (moved to, worked
+in, died in), so the answer is never the only place in the text. Documents use several sentence
+shapes, and the birthplace is not always the first place named. Birthplaces follow a Zipf-like
+law, so a most-frequent-place baseline has something to find.
+
+Three files come out, as in the study:
+- corpus.txt: one biography a line for every person (pretraining);
+- train.tsv: `Where was NAME born?<TAB>PLACE` for the finetuning people;
+- heldout.tsv: the same for people seen only in corpus.txt: only pretraining can tell their answer.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from factgpt.checkpoint import atomic_write_text
+
+ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kl", "st", "tr"]
+VOWELS = ["a", "e", "i", "o", "u", "ai", "ei", "ou"]
+CODAS = ["", "", "", "n", "r", "l", "s", "th", "nd", "rk"]
+
+SHAPES = [
+    "{n} was born in {b}. {P} moved to {m} and worked in {w}.",
+    "{n} worked in {w}. Born in {b}, {p} later moved to {m}.",
+    "{n} lived in {m} for years. {P} was born in {b} and died in {d}.",
+    "{n}, who died in {d}, was born in {b} and taught in {w}.",
+    "{n} moved to {m} as a child, though {p} was born in {b}.",
+    "Who was {n}? A traveller: born in {b}, worked in {w}, died in {d}.",
+]
+
+
+def _word(rng: random.Random, syllables: int) -> str:
+    w = "".join(rng.choice(ONSETS) + rng.choice(VOWELS) for _ in range(syllables)) + rng.choice(CODAS)
+    return w.capitalize()
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    birth: str
+    moved: str
+    worked: str
+    died: str
+    pronoun: str
+
+    def document(self, shape: str) -> str:
+        return shape.format(n=self.name, b=self.birth, m=self.moved, w=self.worked, d=self.died,
+                            p=self.pronoun, P=self.pronoun.capitalize())
+
+    def question(self) -> str:
+        return f"Where was {self.name} born?"
+
+
+@dataclass
+class World:
+    people: list[Person]
+    documents: list[str]
+    train: list[Person]
+    heldout: list[Person]
+
+    def write(self, folder: str | Path) -> dict[str, Path]:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        files = {"corpus": folder / "corpus.txt", "train": folder / "train.tsv",
+                 "heldout": folder / "heldout.tsv"}
+        atomic_write_text(files["corpus"], "".join(d + "\n" for d in self.documents))
+        for key, people in (("train", self.train), ("heldout", self.heldout)):
+            atomic_write_text(files[key], "".join(f"{p.question()}\t{p.birth}\n" for p in people))
+        return files
+
+
+def make_world(n_people: int = 300, n_places: int = 24, heldout_fraction: float = 0.3,
+               mentions: int = 2, seed: int = 0) -> World:
+    rng = random.Random(seed)
+    places: list[str] = []
+    while len(places) < n_places:
+        w = _word(rng, rng.choice([1, 2]))
+        if w not in places and len(w) >= 3:
+            places.append(w)
+    weights = [1 / (i + 1) ** 0.5 for i in range(n_places)]  # Zipf-like birthplaces
+    surnames: set[str] = set()
+    people = []
+    while len(people) < n_people:
+        surname = _word(rng, 2)  # unique, so a person is told apart by name as in real text
+        if surname in surnames or surname in places:
+            continue
+        surnames.add(surname)
+        name = f"{_word(rng, 1)} {surname}"
+        birth = rng.choices(places, weights)[0]
+        others = rng.sample([p for p in places if p != birth], 3)
+        people.append(Person(name, birth, *others, rng.choice(["he", "she"])))
+    # Each person is told about `mentions` times, in different shapes (as a fact recurs in text).
+    documents = [p.document(shape) for p in people for shape in rng.sample(SHAPES, mentions)]
+    # Scattered, as facts are in real text: the trainer takes documents in file order (as the
+    # reference does), and a person's mentions side by side would be learnt, then forgotten.
+    rng.shuffle(documents)
+    n_held = int(round(n_people * heldout_fraction))
+    return World(people, documents, people[n_held:], people[:n_held])
