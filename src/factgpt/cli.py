@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    p = sub.add_parser("attention-lab", help="the attention-exploration answers, measured, checked and drawn")
+    p.add_argument("--out", default="attention_lab", help="folder for report.md and the figures (attention_lab)")
+    p.add_argument("--seed", type=int, default=0, help="seed of keys, values and samples (0)")
+    p.add_argument("--samples", type=int, default=2000, help="sampled key sets for (c) and (d) (2000)")
+
     p = sub.add_parser("data", help="the study's data files")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     d = dsub.add_parser("download", help="fetch the four files and check their SHA-256 sums")
@@ -272,9 +277,22 @@ def _reproduce(args) -> int:
     return 0
 
 
+def _attention_lab(args) -> int:
+    from factgpt.attention_lab import format_checks, run_lab, write_figures, write_report
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    checks, data = run_lab(seed=args.seed, samples=args.samples)
+    write_figures(data, out)
+    report = write_report(checks, data, out)
+    print(format_checks(checks))
+    print(f"report: {report}", file=sys.stderr)
+    return 0 if all(c.passed for c in checks) else 1
+
+
 COMMANDS = {"pretrain": _study, "finetune": _study, "evaluate": _study, "london": _london,
             "data": _data, "bench": _bench, "demo": _demo,
-            "reproduce": _reproduce}
+            "reproduce": _reproduce, "attention-lab": _attention_lab}
 
 
 def main(argv: list[str] | None = None) -> int:
