@@ -189,3 +189,36 @@ def check_compatible(ckpt: Checkpoint, path: str | Path, *, variant: str,
         raise FactgptError(f"the checkpoint has {c.vocab_size} symbols but {corpus} gives "
                            f"{len(vocab)}", path=path,
                            hint="use the pretraining corpus the checkpoint was trained with")
+
+
+# -- training state (resume) --------------------------------------------------------------------
+
+RESUME_FORMAT = "factgpt-training-state"
+
+
+def resume_path_for(params_path: str | Path) -> Path:
+    """Where the resume point of a run writing `params_path` lives."""
+    return Path(str(params_path) + ".resume")
+
+
+def save_training_state(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    meta = {"format": RESUME_FORMAT, "version": FORMAT_VERSION, **meta}
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    atomic_write_bytes(path, st_save(tensors, metadata={"factgpt": json.dumps(meta)}))
+
+
+def load_training_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        tensors = st_load(raw)
+        header_len = int.from_bytes(raw[:8], "little")
+        meta = json.loads(json.loads(raw[8:8 + header_len])["__metadata__"]["factgpt"])
+    except FileNotFoundError:
+        raise FactgptError("no resume point here", path=path) from None
+    except (SafetensorError, ValueError, KeyError, TypeError, OSError):
+        raise FactgptError("the resume point is truncated or corrupted", path=path,
+                           hint="delete it to start over") from None
+    if meta.get("format") != RESUME_FORMAT:
+        raise FactgptError("not a factgpt resume point", path=path)
+    return tensors, meta

@@ -47,6 +47,10 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
                    help="tokens at which the cosine reaches its floor (reference: 200 * documents * 128)")
     g.add_argument("--save_every", type=int, default=0,
                    help="also write the checkpoint every N epochs (0: only at the end)")
+    g.add_argument("--checkpoint_every", type=int, default=200,
+                   help="write a resume point (model, optimizer, RNG, position) every N steps (200; 0: never)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from WRITING_PARAMS_PATH.resume if an interrupted run left one")
     g.add_argument("--n_layer", type=int, default=4, help="transformer blocks (4)")
     g.add_argument("--n_head", type=int, default=8, help="attention heads (8)")
     g.add_argument("--n_embd", type=int, default=256, help="embedding width (256)")
@@ -147,7 +151,8 @@ def _study(args) -> int:
         tconf = pretrain_config(len(corpus), args.pretrain_lr, **overrides)
         out = stages.pretrain(args.pretrain_corpus_path, spec, tconf, args.writing_params_path,
                               device=device, writer=_writer(args, "pretrain"), progress=progress,
-                              reading_params_path=args.reading_params_path, save_every=args.save_every)
+                              reading_params_path=args.reading_params_path, save_every=args.save_every,
+                              checkpoint_every=args.checkpoint_every, resume=args.resume)
     elif args.command == "finetune":
         _require(args, "writing_params_path", "finetune_corpus_path")
         corpus = stages.load_corpus(args.pretrain_corpus_path)
@@ -156,7 +161,8 @@ def _study(args) -> int:
         out = stages.finetune(args.pretrain_corpus_path, args.finetune_corpus_path, spec, tconf,
                               args.writing_params_path, reading_params_path=args.reading_params_path,
                               device=device, writer=_writer(args, "finetune"), progress=progress,
-                              save_every=args.save_every)
+                              save_every=args.save_every, checkpoint_every=args.checkpoint_every,
+                              resume=args.resume)
     else:
         _require(args, "reading_params_path", "eval_corpus_path", "outputs_path")
         tqdm = None
@@ -173,6 +179,8 @@ def _study(args) -> int:
         print(f"({len(ev.predictions)} questions in {ev.seconds:.2f} s)", file=sys.stderr)
         return 0
     st = out.state
+    if out.resumed_from is not None:
+        print(f"resumed at step {out.resumed_from}", file=sys.stderr)
     print(f"{args.command}: {st.epoch} epochs, {st.step} steps, {st.examples} examples in "
           f"{out.seconds:.1f} s ({st.tokens / max(out.seconds, 1e-9):,.0f} tokens/s counted as the "
           f"reference counts, {st.useful_tokens / max(out.seconds, 1e-9):,.0f} useful); final loss "

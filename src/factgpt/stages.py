@@ -6,6 +6,8 @@ outputs; they return what happened and never print (the CLI, demo and reproduce 
 
 from __future__ import annotations
 
+import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -18,7 +20,10 @@ from factgpt.checkpoint import (
     atomic_write_text,
     check_compatible,
     load_checkpoint,
+    load_training_state,
+    resume_path_for,
     save_checkpoint,
+    save_training_state,
 )
 from factgpt.config import BLOCK_SIZE, GPTConfig, TrainConfig
 from factgpt.data import CharCorruptionDataset, NameDataset, Question, read_questions, read_text
@@ -70,9 +75,16 @@ def load_model(params_path: str | Path, spec: ModelSpec, corpus: CharCorruptionD
 
 
 def _check_writable(path: str | Path) -> None:
+    """Fail before any work when the output cannot be written (missing or read-only folder)."""
     folder = Path(path).parent
     if not folder.is_dir():
         raise FactgptError("the output folder does not exist", path=folder, hint="create it first")
+    probe = folder / f".factgpt-write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise FactgptError(f"cannot write into the output folder: {e.strerror}", path=folder) from None
 
 
 @dataclass
@@ -80,13 +92,18 @@ class TrainOutcome:
     state: TrainState
     seconds: float
     params_path: Path
+    resumed_from: int | None = None  # the step a resumed run started at
 
 
 def run_training(model: GPT, dataset, tconf: TrainConfig, corpus: CharCorruptionDataset,
                  writing_params_path: str | Path, *, stage: str, device: torch.device, writer=None,
-                 progress: bool = True, save_every: int = 0) -> TrainOutcome:
+                 progress: bool = True, save_every: int = 0, checkpoint_every: int = 0,
+                 resume: bool = False) -> TrainOutcome:
+    """Train, write the checkpoint; every `checkpoint_every` steps also write a resume point
+    (model, optimizer, RNG states, position) beside it, which `resume` continues from."""
     _check_writable(writing_params_path)
     t0 = time.perf_counter()
+    resume_file = resume_path_for(writing_params_path)
 
     def save(st: TrainState) -> None:
         meta = {"stage": stage, "epochs": st.epoch, "max_epochs": tconf.max_epochs, "steps": st.step,
@@ -99,17 +116,30 @@ def run_training(model: GPT, dataset, tconf: TrainConfig, corpus: CharCorruption
         if save_every and st.epoch % save_every == 0 and st.epoch < tconf.max_epochs:
             save(st)
 
+    def checkpoint(trainer: Trainer) -> None:
+        save_training_state(resume_file, *trainer.snapshot())
+
     trainer = Trainer(model, dataset, tconf, device=device, writer=writer, progress=progress,
-                      on_epoch_end=on_epoch_end)
+                      on_epoch_end=on_epoch_end, checkpoint_every=checkpoint_every, on_checkpoint=checkpoint)
+    resumed_from = None
+    if resume and resume_file.exists():
+        tensors, meta = load_training_state(resume_file)
+        mine = trainer.snapshot()[1]
+        if meta["model"] != mine["model"] or meta["config"] != json.loads(json.dumps(mine["config"])):
+            raise FactgptError("the resume point belongs to a run with another model or recipe", path=resume_file,
+                               hint="use the same flags as the interrupted run, or delete it")
+        trainer.restore(tensors, meta)
+        resumed_from = trainer.state.step
     st = trainer.train()
     seconds = time.perf_counter() - t0
     save(st)
-    return TrainOutcome(st, seconds, Path(writing_params_path))
+    resume_file.unlink(missing_ok=True)  # finished: nothing to resume
+    return TrainOutcome(st, seconds, Path(writing_params_path), resumed_from)
 
 
 def pretrain(corpus_path, spec: ModelSpec, tconf: TrainConfig, writing_params_path, *,
              device, writer=None, progress=True, reading_params_path=None,
-             save_every: int = 0) -> TrainOutcome:
+             save_every: int = 0, checkpoint_every: int = 0, resume: bool = False) -> TrainOutcome:
     corpus = load_corpus(corpus_path, seed=tconf.seed)
     torch.manual_seed(tconf.seed)
     if reading_params_path:
@@ -117,12 +147,13 @@ def pretrain(corpus_path, spec: ModelSpec, tconf: TrainConfig, writing_params_pa
     else:
         model = GPT(spec.config(corpus.vocab_size))
     return run_training(model, corpus, tconf, corpus, writing_params_path, stage="pretrain",
-                        device=device, writer=writer, progress=progress, save_every=save_every)
+                        device=device, writer=writer, progress=progress, save_every=save_every,
+                        checkpoint_every=checkpoint_every, resume=resume)
 
 
 def finetune(corpus_path, finetune_path, spec: ModelSpec, tconf: TrainConfig, writing_params_path,
              *, reading_params_path=None, device, writer=None, progress=True,
-             save_every: int = 0) -> TrainOutcome:
+             save_every: int = 0, checkpoint_every: int = 0, resume: bool = False) -> TrainOutcome:
     corpus = load_corpus(corpus_path, seed=tconf.seed)
     names = NameDataset(corpus, read_text(finetune_path), source=finetune_path)
     torch.manual_seed(tconf.seed)
@@ -131,7 +162,8 @@ def finetune(corpus_path, finetune_path, spec: ModelSpec, tconf: TrainConfig, wr
     else:
         model = GPT(spec.config(corpus.vocab_size))
     return run_training(model, names, tconf, corpus, writing_params_path, stage="finetune",
-                        device=device, writer=writer, progress=progress, save_every=save_every)
+                        device=device, writer=writer, progress=progress, save_every=save_every,
+                        checkpoint_every=checkpoint_every, resume=resume)
 
 
 @dataclass

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from factgpt.config import TrainConfig
 from factgpt.data import PAD_ID, pack, useful_lengths
@@ -50,13 +50,18 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 @dataclass
 class TrainState:
     """Where training stands; enough to report progress (and to resume, see issue 8)."""
-    epoch: int = 0
+    epoch: int = 0  # epochs finished
+    batch_in_epoch: int = 0  # batches finished in the current epoch (where a resume starts)
     step: int = 0
     tokens: int = 0  # the reference's counter: batch * sequence length, padding included
     useful_tokens: int = 0  # non-PAD targets actually learnt
     examples: int = 0
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)  # one per step
+
+
+def _state_to_json(st: TrainState) -> dict:
+    return dict(st.__dict__)
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -67,7 +72,8 @@ def bf16_supported(device: torch.device) -> bool:
 
 class Trainer:
     def __init__(self, model: GPT, dataset, config: TrainConfig, *, device: torch.device | str = "cpu",
-                 writer=None, progress: bool = True, on_epoch_end=None) -> None:
+                 writer=None, progress: bool = True, on_epoch_end=None, checkpoint_every: int = 0,
+                 on_checkpoint=None) -> None:
         self.model = model
         self.dataset = dataset
         self.config = config
@@ -75,6 +81,8 @@ class Trainer:
         self.writer = writer
         self.progress = progress
         self.on_epoch_end = on_epoch_end  # called with the TrainState after every epoch
+        self.checkpoint_every = checkpoint_every  # steps between calls of on_checkpoint(trainer)
+        self.on_checkpoint = on_checkpoint
         fast = config.path == "fast"
         model.set_attention("sdpa" if fast else "explicit")
         kwargs = {"fused": True} if fast else {"foreach": True}
@@ -92,16 +100,17 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _batches(self):
-        """(kwargs for model.forward, n_examples) per step, in file order."""
+    def _batches(self, first_batch: int = 0):
+        """(kwargs for model.forward, n_examples) per step, in file order, from `first_batch` on."""
         cfg, ds = self.config, self.dataset
+        n = len(ds)
         if cfg.path == "reference":
-            loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=False, num_workers=0)
+            rest = Subset(ds, range(first_batch * cfg.batch_size, n)) if first_batch else ds
+            loader = DataLoader(rest, batch_size=cfg.batch_size, shuffle=False, num_workers=0)
             for x, y in loader:
                 yield {"idx": x.to(self.device), "targets": y.to(self.device)}, x.shape[0]
             return
-        n = len(ds)
-        for start in range(0, n, cfg.batch_size):
+        for start in range(first_batch * cfg.batch_size, n, cfg.batch_size):
             idx = torch.arange(start, min(n, start + cfg.batch_size))
             x, y = ds.draw_batch(idx)
             if self.model.perceiver:
@@ -123,12 +132,12 @@ class Trainer:
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
-            bar = tqdm(total=cfg.max_epochs * steps_per_epoch, unit="step", dynamic_ncols=True)
-        lr = cfg.learning_rate
+            bar = tqdm(total=cfg.max_epochs * steps_per_epoch, initial=st.step, unit="step", dynamic_ncols=True)
+        lr = self.optimizer.param_groups[0]["lr"]
         t_start = time.perf_counter()
         for epoch in range(st.epoch, cfg.max_epochs):
             model.train()
-            for batch, n_examples in self._batches():
+            for batch, n_examples in self._batches(st.batch_in_epoch):
                 with self._autocast():
                     _, loss = model(**batch)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -136,6 +145,7 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_norm_clip)
                 self.optimizer.step()
                 st.step += 1
+                st.batch_in_epoch += 1
                 st.examples += n_examples
                 st.tokens += n_examples * self.seq_len  # (y >= 0).sum() in the reference
                 st.useful_tokens += int((batch["targets"] != PAD_ID).sum())
@@ -153,10 +163,50 @@ class Trainer:
                     bar.set_postfix_str(f"epoch {epoch + 1} loss {loss_value:.4f} lr {lr:.2e} "
                                         f"tok/s {st.tokens / max(elapsed, 1e-9):,.0f}", refresh=False)
                     bar.update(1)
+                if self.checkpoint_every and st.step % self.checkpoint_every == 0 and self.on_checkpoint:
+                    st.seconds += time.perf_counter() - t_start
+                    t_start = time.perf_counter()
+                    self.on_checkpoint(self)
             st.epoch = epoch + 1
+            st.batch_in_epoch = 0
             if self.on_epoch_end is not None:
                 self.on_epoch_end(st)
         st.seconds += time.perf_counter() - t_start
         if bar is not None:
             bar.close()
         return st
+
+    # -- resuming -------------------------------------------------------------------------------
+
+    def snapshot(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Everything a resume needs: model, optimizer, RNG states (tensors) and progress (JSON)."""
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        opt = self.optimizer.state_dict()
+        for idx, per_param in opt["state"].items():
+            for name, value in per_param.items():
+                tensors[f"optim.{idx}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+        tensors["rng.torch"] = torch.get_rng_state()
+        if hasattr(self.dataset, "generator"):
+            tensors["rng.data"] = self.dataset.generator.get_state()
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        meta = {"state": _state_to_json(self.state), "param_groups": opt["param_groups"],
+                "config": {k: v for k, v in self.config.__dict__.items() if k != "extra"},
+                "model": self.model.config.identity()}
+        return tensors, meta
+
+    def restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """Continue exactly where snapshot() was taken (same data draws, dropout and schedule)."""
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        state: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, idx, name = key.split(".", 2)
+                state.setdefault(int(idx), {})[name] = value
+        self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.data" in tensors:
+            self.dataset.generator.set_state(tensors["rng.data"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        self.state = TrainState(**meta["state"])

@@ -1,0 +1,115 @@
+"""Property and fuzz tests: every input either works or gets the one clear FactgptError."""
+
+from __future__ import annotations
+
+import pickle
+
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from factgpt.checkpoint import load_checkpoint
+from factgpt.data import MASK_CHAR, PAD_CHAR, CharCorruptionDataset, NameDataset, read_questions, read_text, split_lines
+from factgpt.errors import FactgptError
+
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+lines = st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200), max_size=8)
+endings = st.sampled_from(["\n", "\r\n"])
+
+
+@FAST
+@given(data=st.binary(max_size=400))
+def test_read_text_any_bytes(tmp_path, data):
+    f = tmp_path / "any.txt"
+    f.write_bytes(data)
+    try:
+        assert read_text(f) == data.decode("utf-8")
+    except FactgptError as e:
+        assert str(e).startswith(f"{f}:") and "UTF-8" in str(e)
+
+
+@FAST
+@given(rows=lines, ending=endings, final=st.booleans())
+def test_read_questions_any_text(tmp_path, rows, ending, final):
+    f = tmp_path / "q.tsv"
+    content = ending.join(rows) + (ending if final and rows else "")
+    f.write_bytes(content.encode("utf-8"))
+    try:
+        qs = read_questions(f)
+    except FactgptError as e:
+        assert str(e).startswith(f"{f}")
+        return
+    assert len(qs) == len(split_lines(content))
+    for q in qs:
+        assert "\n" not in q.question and not q.question.endswith("\r") and "\t" not in q.question
+
+
+@FAST
+@given(text=st.text(max_size=600), block=st.integers(min_value=8, max_value=64))
+def test_corruption_dataset_any_text(text, block):
+    try:
+        ds = CharCorruptionDataset(text, block, source="c.txt")
+    except FactgptError as e:
+        assert "c.txt" in str(e) and (not text.strip() or PAD_CHAR in text or MASK_CHAR in text)
+        return
+    x, y = ds.draw_batch(torch.arange(len(ds)))
+    assert x.shape == (len(ds), block) and torch.equal(x[:, 1:], y[:, :-1])
+    for i in range(min(len(ds), 5)):
+        body = (ds.vocab.decode(x[i]) + ds.vocab.decode(y[i, -1:])).rstrip(PAD_CHAR)
+        assert body.count(MASK_CHAR) == 2
+        p, s, m = body.split(MASK_CHAR)
+        assert ds.data[i].startswith(p + m + s)
+
+
+@FAST
+@given(rows=st.lists(st.tuples(st.text(max_size=60), st.text(max_size=30)), max_size=6), ending=endings,
+       junk=st.sampled_from(["", "\n\n", "no tab here\n", "a\tb\tc\n", "\u2603\t\u2603\n"]))
+def test_name_dataset_any_tsv(rows, ending, junk):
+    pre = CharCorruptionDataset("Where was born? abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ\t", 64)
+    text = ending.join(f"{q}\t{a}" for q, a in rows) + ending + junk
+    try:
+        ds = NameDataset(pre, text, source="t.tsv")
+    except FactgptError as e:
+        assert str(e).startswith("t.tsv")
+        return
+    for i in range(len(ds)):
+        x, y = ds[i]
+        assert x.shape == y.shape == (63,)
+
+
+def test_pickle_that_would_run_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+    path = tmp_path / "evil.params"
+    torch.save({"pos_emb": torch.zeros(1, 4, 8), "x": Evil()}, path)
+    try:
+        load_checkpoint(path)
+    except FactgptError as e:
+        assert "refused" in str(e) and "code" in str(e)
+    else:
+        raise AssertionError("a pickle with a callable was loaded")
+
+
+def test_truncated_reference_checkpoint(tmp_path):
+    path = tmp_path / "t.params"
+    torch.save({"pos_emb": torch.zeros(1, 4, 8)}, path)
+    path.write_bytes(path.read_bytes()[:60])
+    try:
+        load_checkpoint(path)
+    except FactgptError as e:
+        assert "truncated or corrupted" in str(e)
+    else:
+        raise AssertionError("loaded a truncated file")
+
+
+def test_pickle_module_is_not_used_for_factgpt_checkpoints(tmp_path):
+    from factgpt.checkpoint import save_checkpoint
+    from factgpt.config import GPTConfig
+    from factgpt.data import Vocab
+    from factgpt.model import GPT
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, GPT(GPTConfig(vocab_size=5, block_size=8, n_layer=1, n_head=1, n_embd=4)),
+                    Vocab(list("□⁇abc")))
+    raw = path.read_bytes()
+    assert raw[8:9] == b"{" and pickle.PROTO not in raw[:2]  # a safetensors JSON header, no pickle
