@@ -109,6 +109,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of keys, values and samples (0)")
     p.add_argument("--samples", type=int, default=2000, help="sampled key sets for (c) and (d) (2000)")
 
+    p = sub.add_parser("ask", help="where was someone born: the greedy answer and the top-k with probabilities")
+    p.add_argument("params", help="checkpoint (factgpt, or a reference .params with --pretrain_corpus)")
+    p.add_argument("question", nargs="?", default=None, help='"Where was NAME born?" (none: ask interactively)')
+    p.add_argument("--pretrain_corpus", default=None, help="corpus giving the vocabulary of a reference checkpoint")
+    p.add_argument("--k", type=int, default=5, help="answers to list (5)")
+    p.add_argument("--n_head", type=int, default=8, help="heads of a reference checkpoint (8)")
+
+    p = sub.add_parser("sample", help="continue a prompt, or fill a span `prefix⁇suffix⁇`")
+    p.add_argument("params", help="checkpoint (factgpt, or a reference .params with --pretrain_corpus)")
+    p.add_argument("--prompt", required=True, help="text to continue; `prefix⁇suffix⁇` asks for the missing span")
+    p.add_argument("--steps", type=int, default=64, help="characters to generate (64)")
+    p.add_argument("--temperature", type=float, default=None, help="sample at this temperature (default: greedy)")
+    p.add_argument("--top_k", type=int, default=None, help="sample among the k most likely characters")
+    p.add_argument("--seed", type=int, default=0, help="seed for sampling (0)")
+    p.add_argument("--pretrain_corpus", default=None, help="corpus giving the vocabulary of a reference checkpoint")
+    p.add_argument("--n_head", type=int, default=8, help="heads of a reference checkpoint (8)")
+
+    p = sub.add_parser("analyze", help="sort predictions into error categories; the similar-name test")
+    p.add_argument("--predictions", required=True, help="one prediction a line (from `factgpt evaluate`)")
+    p.add_argument("--eval_corpus_path", required=True, help="the labelled questions they answer")
+    p.add_argument("--pretrain_corpus", required=True, help="the pretraining corpus (wiki.txt)")
+    p.add_argument("--finetune_corpus_path", default=None, help="the finetuning TSV (similar names, prior answers)")
+    p.add_argument("--params", default=None, help="the checkpoint that made them: adds a calibration table")
+    p.add_argument("--out", default=None, help="folder for summary.md, categories.tsv and categories.png")
+
     p = sub.add_parser("data", help="the study's data files")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     d = dsub.add_parser("download", help="fetch the four files and check their SHA-256 sums")
@@ -298,9 +323,92 @@ def _attention_lab(args) -> int:
     return 0 if all(c.passed for c in checks) else 1
 
 
+def _ask(args) -> int:
+    from factgpt import stages
+    from factgpt.analysis import answer_probability, rank_answers
+    from factgpt.data import Question
+    from factgpt.evaluate import ANSWER_STEPS, predict
+
+    model, vocab = stages.load_for_inference(args.params, args.pretrain_corpus, n_head=args.n_head)
+
+    def answer(question: str) -> None:
+        greedy = predict(model, [Question(question, None, 1)], vocab)[0]
+        print(f"greedy: {greedy}  (probability {answer_probability(model, vocab, question, greedy):.2%})")
+        print("most probable answers (beam search):")
+        for r in rank_answers(model, vocab, question, k=args.k, max_chars=ANSWER_STEPS):
+            print(f"  {r.probability:7.2%}  {r.answer}")
+
+    if args.question is not None:
+        answer(args.question)
+        return 0
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            print("question (empty to quit)> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line.strip():
+            return 0
+        try:
+            answer(line.rstrip("\n"))
+        except FactgptError as e:  # one bad question does not end the session
+            print(f"factgpt: {e}", file=sys.stderr)
+
+
+def _sample(args) -> int:
+    import torch
+
+    from factgpt import stages
+    from factgpt.data import MASK_CHAR
+    from factgpt.decode import generate_reference
+
+    model, vocab = stages.load_for_inference(args.params, args.pretrain_corpus, n_head=args.n_head)
+    prompt = vocab.encode(args.prompt, source="--prompt")
+    sample = args.temperature is not None or args.top_k is not None
+    g = torch.Generator().manual_seed(args.seed)
+    out = generate_reference(model, prompt, args.steps, temperature=args.temperature or 1.0, top_k=args.top_k,
+                             sample=sample, generator=g)
+    text = vocab.decode(out)
+    print(text)
+    if args.prompt.count(MASK_CHAR) == 2 and args.prompt.endswith(MASK_CHAR):
+        span = text[len(args.prompt):].split(MASK_CHAR)[0]
+        print(f"filled span: {span!r}", file=sys.stderr)
+    return 0
+
+
+def _analyze(args) -> int:
+    from factgpt import stages
+    from factgpt.analysis import analyze, answer_probability, summary_markdown, write_chart
+    from factgpt.checkpoint import atomic_write_text
+    from factgpt.data import read_questions, read_text, split_lines
+
+    questions = read_questions(args.eval_corpus_path, require_answers=True)
+    preds = split_lines(read_text(args.predictions))
+    if len(preds) != len(questions):
+        raise FactgptError(f"{len(preds)} predictions for {len(questions)} questions in {args.eval_corpus_path}",
+                           path=args.predictions, hint="one prediction a line, in the question file's order")
+    finetune = read_questions(args.finetune_corpus_path, require_answers=True) if args.finetune_corpus_path else None
+    confidences = None
+    if args.params:
+        model, vocab = stages.load_for_inference(args.params, args.pretrain_corpus)
+        confidences = [answer_probability(model, vocab, q.question, p) for q, p in zip(questions, preds)]
+    a = analyze(questions, preds, read_text(args.pretrain_corpus), finetune, confidences=confidences)
+    text = summary_markdown(a, title=f"Where the answers in {Path(args.predictions).name} come from")
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "summary.md", text)
+        atomic_write_text(out / "categories.tsv", "person\tgold\tprediction\tcategory\tsimilar_person\n" + "".join(
+            f"{r['person']}\t{r['gold']}\t{r['prediction']}\t{r['category']}\t{r['similar_person']}\n"
+            for r in a.rows))
+        write_chart(a, out / "categories.png")
+    return 0
+
+
 COMMANDS = {"pretrain": _study, "finetune": _study, "evaluate": _study, "london": _london,
             "data": _data, "bench": _bench, "demo": _demo,
-            "reproduce": _reproduce, "attention-lab": _attention_lab}
+            "reproduce": _reproduce, "attention-lab": _attention_lab, "ask": _ask, "sample": _sample,
+            "analyze": _analyze}
 
 
 def main(argv: list[str] | None = None) -> int:

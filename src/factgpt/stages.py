@@ -188,3 +188,21 @@ def evaluate(corpus_path, reading_params_path, eval_path, outputs_path, spec: Mo
     if outputs_path is not None:
         atomic_write_text(outputs_path, "".join(p + "\n" for p in preds))
     return EvalOutcome(questions, preds, score(questions, preds), seconds)
+
+
+def load_for_inference(params_path, corpus_path=None, *, n_head: int = 8, device="cpu"):
+    """(model, vocab) from a factgpt checkpoint (vocabulary inside) or a reference .params file
+    (vocabulary from the pretraining corpus)."""
+    from factgpt.data import Vocab
+
+    ckpt = load_checkpoint(params_path, n_head=n_head)
+    if corpus_path is not None:
+        vocab = load_corpus(corpus_path).vocab
+        check_compatible(ckpt, params_path, variant=ckpt.config.variant, bottleneck_dim=None, vocab=vocab,
+                         corpus=corpus_path)
+    elif ckpt.vocab is not None:
+        vocab: Vocab = ckpt.vocab
+    else:
+        raise FactgptError("a reference checkpoint carries no vocabulary", path=params_path,
+                           hint="pass --pretrain_corpus wiki.txt")
+    return ckpt.build_model().to(device).eval(), vocab

@@ -1,0 +1,262 @@
+"""How the model answers: ranked answers for one question, and where wrong answers come from.
+
+- `rank_answers`: beam search over characters until the closing ⁇, giving the most probable
+  distinct answers with their probabilities. The greedy answer (argmax character by character,
+  what `evaluate` scores) need not be among them: on the reference checkpoint, "Michestr" is
+  greedy for the first dev question while "Paris" (3%) and "London" (2%) are more probable.
+- `analyze`: sorts every prediction into one category, first match wins:
+    correct            the gold answer;
+    no_document        the person has no line of their own in the pretraining corpus;
+    in_own_document    wrong, but the predicted place occurs in the person's own document;
+    similar_name       wrong, and equal to the birthplace (finetuning people) or a place in the
+                       document (pretraining people) of the person whose name is most similar
+                       (character trigram similarity): the study's similar-name hypothesis;
+    prior              wrong, and one of the k most frequent finetuning answers;
+    other              none of these.
+  It also measures, over all wrong answers, how often the prediction matches the most similar
+  person against how often it matches a random person (the chance baseline).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn import functional as F
+
+from factgpt.data import MASK_CHAR, MASK_ID, Question, Vocab
+from factgpt.model import GPT
+
+CATEGORIES = ["correct", "no_document", "in_own_document", "similar_name", "prior", "other"]
+
+
+# ----------------------------------------------------------------------------------------------
+# answers with probabilities
+
+
+@dataclass
+class Ranked:
+    answer: str
+    probability: float  # of the answer's characters and the closing ⁇, given the question
+
+
+@torch.no_grad()
+def rank_answers(model: GPT, vocab: Vocab, question: str, *, k: int = 5, beam: int = 16,
+                 max_chars: int = 32) -> list[Ranked]:
+    """The k most probable distinct answers to `question` (beam search, closed by ⁇)."""
+    model.eval()
+    device = model.pos_emb.device
+    prompt = vocab.encode(question + MASK_CHAR)
+    beams: list[tuple[list[int], float]] = [([], 0.0)]  # (answer ids, log-probability)
+    done: list[tuple[list[int], float]] = []
+    bs = model.get_block_size()
+    for _ in range(max_chars + 1):
+        if not beams:
+            break
+        seqs = [(prompt + ids)[-bs:] for ids, _ in beams]
+        x = torch.tensor(seqs, dtype=torch.long, device=device)
+        logits, _ = model(x)
+        logp = F.log_softmax(logits[:, -1, :].float(), dim=-1)  # (beams, V)
+        cand = []
+        top = torch.topk(logp, min(beam, logp.shape[1]), dim=-1)
+        for (ids, lp), vals, idxs in zip(beams, top.values.tolist(), top.indices.tolist()):
+            for v, i in zip(vals, idxs):
+                cand.append((ids + [i], lp + v))
+        cand.sort(key=lambda c: -c[1])
+        beams = []
+        for ids, lp in cand:
+            if ids[-1] == MASK_ID:
+                done.append((ids[:-1], lp))
+            elif len(ids) < max_chars and len(beams) < beam:
+                beams.append((ids, lp))
+        done.sort(key=lambda c: -c[1])
+        if len(done) >= k and beams and beams[0][1] < done[k - 1][1]:
+            break  # no open beam can beat the k-th finished answer
+    out, seen = [], set()
+    for ids, lp in done:
+        text = vocab.decode(ids)
+        if text not in seen:
+            seen.add(text)
+            out.append(Ranked(text, math.exp(lp)))
+        if len(out) == k:
+            break
+    return out
+
+
+@torch.no_grad()
+def answer_probability(model: GPT, vocab: Vocab, question: str, answer: str) -> float:
+    """P(answer⁇ | question⁇) under the model: its confidence in that answer."""
+    model.eval()
+    ids = vocab.encode(question + MASK_CHAR + answer + MASK_CHAR)[-model.get_block_size() - 1:]
+    x = torch.tensor([ids[:-1]], device=model.pos_emb.device)
+    logp = F.log_softmax(model(x)[0][0].float(), dim=-1)
+    n = len(answer) + 1
+    targets = torch.tensor(ids[-n:], device=x.device)
+    return math.exp(float(logp[-n:].gather(1, targets[:, None]).sum()))
+
+
+# ----------------------------------------------------------------------------------------------
+# names and documents
+
+
+def person_of(question: str) -> str:
+    """NAME from `Where was NAME born?` (the question itself if it has another form)."""
+    q = question.strip()
+    if q.startswith("Where was ") and q.endswith(" born?"):
+        return q[len("Where was "): -len(" born?")]
+    return q
+
+
+def document_name(line: str) -> str:
+    """The name a biography line opens with: the text before its first '. ' (approximate)."""
+    return line.split(". ", 1)[0].strip()
+
+
+def trigrams(name: str) -> set[str]:
+    s = f"  {name.lower()} "
+    return {s[i:i + 3] for i in range(len(s) - 2)}
+
+
+class NameIndex:
+    """Most similar name by Jaccard similarity of character trigrams, through an inverted index."""
+
+    def __init__(self, entries: list[Person]) -> None:
+        self.entries = entries
+        self.grams = [trigrams(e.name) for e in entries]
+        self.index: dict[str, list[int]] = defaultdict(list)
+        for i, g in enumerate(self.grams):
+            for t in g:
+                self.index[t].append(i)
+
+    def most_similar(self, name: str, exclude: str) -> int | None:
+        q = trigrams(name)
+        shared = Counter(i for t in q for i in self.index.get(t, ()))
+        best, best_sim = None, 0.0
+        for i, inter in shared.items():
+            if self.entries[i].name == exclude:
+                continue
+            sim = inter / (len(q) + len(self.grams[i]) - inter)
+            if sim > best_sim:
+                best, best_sim = i, sim
+        return best
+
+
+@dataclass(frozen=True)
+class Person:
+    """Someone the model may have learnt about: a finetuning pair or a pretraining document."""
+    name: str
+    birthplace: str | None = None  # known for finetuning people
+    document: str | None = None  # known for pretraining people
+
+    def matches(self, prediction: str) -> bool:
+        """The prediction is this person's birthplace, or occurs in their document."""
+        if self.birthplace is not None:
+            return prediction == self.birthplace
+        return bool(prediction) and self.document is not None and prediction in self.document
+
+
+@dataclass
+class Analysis:
+    rows: list[dict]  # one per question: person, gold, prediction, category, similar person
+    counts: dict[str, int]
+    similar_rate: float  # wrong answers matching the most similar person
+    chance_rate: float  # wrong answers matching a random person
+    n_wrong: int
+    calibration: list[dict] = field(default_factory=list)
+
+
+def analyze(questions: list[Question], predictions: list[str], pretrain_text: str,
+            finetune: list[Question] | None = None, *, k_prior: int = 10, seed: int = 0,
+            confidences: list[float] | None = None) -> Analysis:
+    if len(questions) != len(predictions):
+        raise ValueError(f"{len(predictions)} predictions for {len(questions)} questions")
+    docs = [ln for ln in pretrain_text.split("\n") if ln.strip()]
+    finetune = finetune or []
+    entries = [Person(person_of(q.question), birthplace=q.answer) for q in finetune]
+    entries += [Person(document_name(d), document=d) for d in docs]
+    index = NameIndex(entries)
+    prior = {a for a, _ in Counter(q.answer for q in finetune if q.answer).most_common(k_prior)}
+    rng = random.Random(seed)
+
+    rows, counts = [], Counter()
+    n_wrong = similar_hits = chance_hits = 0
+    for q, pred in zip(questions, predictions):
+        name = person_of(q.question)
+        own = [d for d in docs if d.startswith(name)]
+        sim = index.most_similar(name, exclude=name)
+        similar = entries[sim] if sim is not None else None
+        wrong = pred != q.answer
+        if wrong and pred:
+            n_wrong += 1
+            similar_hits += bool(similar and similar.matches(pred))
+            draws = 50  # the chance rate is an average over many random people
+            chance_hits += sum(entries[rng.randrange(len(entries))].matches(pred) for _ in range(draws)) / draws
+        if not wrong:
+            cat = "correct"
+        elif not own:
+            cat = "no_document"
+        elif pred and any(pred in d for d in own):
+            cat = "in_own_document"
+        elif similar and similar.matches(pred):
+            cat = "similar_name"
+        elif pred in prior:
+            cat = "prior"
+        else:
+            cat = "other"
+        counts[cat] += 1
+        rows.append({"person": name, "gold": q.answer, "prediction": pred, "category": cat,
+                     "similar_person": similar.name if similar else None})
+    calibration = []
+    if confidences is not None:
+        edges = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0001]
+        for lo, hi in zip(edges, edges[1:]):
+            sel = [r["category"] == "correct" for r, c in zip(rows, confidences) if lo <= c < hi]
+            mean_conf = [c for c in confidences if lo <= c < hi]
+            calibration.append({"bucket": f"{lo:.1f}-{min(hi, 1.0):.1f}", "n": len(sel),
+                                "accuracy": sum(sel) / len(sel) if sel else None,
+                                "mean_confidence": sum(mean_conf) / len(mean_conf) if mean_conf else None})
+    return Analysis(rows, {c: counts.get(c, 0) for c in CATEGORIES},
+                    similar_hits / n_wrong if n_wrong else 0.0, chance_hits / n_wrong if n_wrong else 0.0,
+                    n_wrong, calibration)
+
+
+def summary_markdown(a: Analysis, *, examples: int = 3, title: str = "Where the answers come from") -> str:
+    total = sum(a.counts.values())
+    lines = [f"# {title}", "", "| category | count | share |", "|---|---|---|"]
+    for c in CATEGORIES:
+        lines.append(f"| {c} | {a.counts[c]} | {100 * a.counts[c] / total:.1f}% |")
+    lines += ["", f"Similar-name hypothesis: of {a.n_wrong} wrong (non-empty) answers, "
+              f"{100 * a.similar_rate:.1f}% match the birthplace or a place in the document of the person with the "
+              f"most similar name; a random person's gives {100 * a.chance_rate:.1f}% (chance baseline).", ""]
+    for c in CATEGORIES:
+        ex = [r for r in a.rows if r["category"] == c][:examples]
+        if ex:
+            lines.append(f"**{c}**: " + "; ".join(
+                f"{r['person']}: {r['prediction']!r} (gold {r['gold']!r}"
+                + (f", similar: {r['similar_person']}" if c == "similar_name" else "") + ")" for r in ex))
+            lines.append("")
+    if a.calibration:
+        lines += ["## Calibration (model probability of its own answer)", "",
+                  "| confidence | questions | accuracy | mean confidence |", "|---|---|---|---|"]
+        for b in a.calibration:
+            acc = "-" if b["accuracy"] is None else f"{100 * b['accuracy']:.1f}%"
+            mc = "-" if b["mean_confidence"] is None else f"{b['mean_confidence']:.2f}"
+            lines.append(f"| {b['bucket']} | {b['n']} | {acc} | {mc} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_chart(a: Analysis, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.barh(CATEGORIES[::-1], [a.counts[c] for c in CATEGORIES[::-1]], color="#58a")
+    ax.set_xlabel("questions")
+    ax.set_title("Where the answers come from", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
