@@ -18,6 +18,7 @@ The study's commands keep the reference's spelling, so `python src/run.py ARGS` 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -60,6 +61,10 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
                    help="fast (packed batches, fused kernels, KV-cache decoding) or the reference's computation")
     g.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 autocast or fp32 (fp32)")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    g.add_argument("--dropout", type=float, default=None, help="all three dropouts (reference: 0.1)")
+    g.add_argument("--shuffle", action="store_true",
+                   help="a new seeded example order every epoch (the reference keeps file order; torchrun shuffles)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (eager where no compiler)")
     g.add_argument("--tb_dir", default="expt", help="TensorBoard root folder (expt, as the reference)")
     g.add_argument("--no_tensorboard", action="store_true", help="write no TensorBoard logs")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -166,9 +171,16 @@ def _study(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = stages.resolve_device(args.device)
-    spec = stages.ModelSpec(args.variant, args.bottleneck_dim, args.n_layer, args.n_head, args.n_embd)
+    world = stages.init_distributed(device)  # torchrun: one process per device, global batch split
+    if world > 1 and args.command == "evaluate":
+        raise FactgptError("evaluate runs in one process", hint="run it without torchrun")
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    spec = stages.ModelSpec(args.variant, args.bottleneck_dim, args.n_layer, args.n_head, args.n_embd,
+                            args.dropout)
     overrides = dict(max_epochs=args.max_epochs, batch_size=args.batch_size, seed=args.seed,
-                     path=args.path, precision=args.precision, final_tokens=args.final_tokens)
+                     path=args.path, precision=args.precision, final_tokens=args.final_tokens,
+                     shuffle=args.shuffle or world > 1, compile=args.compile)
     progress = not args.quiet
     if args.command == "pretrain":
         _require(args, "writing_params_path")
@@ -204,6 +216,8 @@ def _study(args) -> int:
         print(f"({len(ev.predictions)} questions in {ev.seconds:.2f} s)", file=sys.stderr)
         return 0
     st = out.state
+    if not stages.is_main_process():
+        return 0
     if out.resumed_from is not None:
         print(f"resumed at step {out.resumed_from}", file=sys.stderr)
     print(f"{args.command}: {st.epoch} epochs, {st.step} steps, {st.examples} examples in "

@@ -76,6 +76,10 @@ class TrainConfig:
     # DataLoader, explicit attention, for-each AdamW, as the reference runs.
     path: Literal["fast", "reference"] = "fast"
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast (where the hardware has it)
+    # Examples in a new seeded order every epoch instead of file order (the reference's order).
+    # Multi-process runs shuffle: each global batch is then split across the processes.
+    shuffle: bool = False
+    compile: bool = False  # torch.compile the model (falls back to eager where it cannot compile)
     log_every: int = 1  # write TensorBoard scalars every this many steps
     extra: dict = field(default_factory=dict)  # free-form notes carried into checkpoints
 

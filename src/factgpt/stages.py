@@ -41,12 +41,15 @@ class ModelSpec:
     n_layer: int = 4
     n_head: int = 8
     n_embd: int = 256
+    dropout: float | None = None  # all three dropouts; None: the reference's 0.1
 
     def config(self, vocab_size: int, block_size: int = BLOCK_SIZE) -> GPTConfig:
         p = self.variant == "perceiver"
+        drop = {} if self.dropout is None else dict(embd_pdrop=self.dropout, resid_pdrop=self.dropout,
+                                                    attn_pdrop=self.dropout)
         return GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=self.n_layer,
                          n_head=self.n_head, n_embd=self.n_embd, perceiver=p,
-                         bottleneck_dim=self.bottleneck_dim if p else None)
+                         bottleneck_dim=self.bottleneck_dim if p else None, **drop)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -55,6 +58,24 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise FactgptError(f"--device {name}: no CUDA device is available", hint="use --device cpu")
     return torch.device(name)
+
+
+def init_distributed(device: torch.device) -> int:
+    """Join the process group torchrun describes (gloo on CPU, NCCL on CUDA); the world size."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return world
+
+
+def is_main_process() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def machine() -> str:
@@ -106,6 +127,8 @@ def run_training(model: GPT, dataset, tconf: TrainConfig, corpus: CharCorruption
     resume_file = resume_path_for(writing_params_path)
 
     def save(st: TrainState) -> None:
+        if not is_main_process():
+            return
         meta = {"stage": stage, "epochs": st.epoch, "max_epochs": tconf.max_epochs, "steps": st.step,
                 "tokens": st.tokens, "seconds": round(time.perf_counter() - t0, 2),
                 "seed": tconf.seed, "path": tconf.path, "precision": tconf.precision,
@@ -117,7 +140,8 @@ def run_training(model: GPT, dataset, tconf: TrainConfig, corpus: CharCorruption
             save(st)
 
     def checkpoint(trainer: Trainer) -> None:
-        save_training_state(resume_file, *trainer.snapshot())
+        if is_main_process():
+            save_training_state(resume_file, *trainer.snapshot())
 
     trainer = Trainer(model, dataset, tconf, device=device, writer=writer, progress=progress,
                       on_epoch_end=on_epoch_end, checkpoint_every=checkpoint_every, on_checkpoint=checkpoint)
@@ -133,7 +157,8 @@ def run_training(model: GPT, dataset, tconf: TrainConfig, corpus: CharCorruption
     st = trainer.train()
     seconds = time.perf_counter() - t0
     save(st)
-    resume_file.unlink(missing_ok=True)  # finished: nothing to resume
+    if is_main_process():
+        resume_file.unlink(missing_ok=True)  # finished: nothing to resume
     return TrainOutcome(st, seconds, Path(writing_params_path), resumed_from)
 
 

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
+from torch.nn import functional as F
 from torch.utils.data import DataLoader, Subset
 
 from factgpt.config import TrainConfig
@@ -64,6 +66,14 @@ def _state_to_json(st: TrainState) -> dict:
     return dict(st.__dict__)
 
 
+def _compiled(net):
+    """torch.compile where a compiler is present; the eager module otherwise."""
+    try:
+        return torch.compile(net, dynamic=True)
+    except Exception:  # no compiler toolchain: train eagerly rather than fail
+        return net
+
+
 def bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
@@ -78,13 +88,27 @@ class Trainer:
         self.dataset = dataset
         self.config = config
         self.device = torch.device(device)
-        self.writer = writer
-        self.progress = progress
+        self.writer = writer if (not dist.is_initialized() or dist.get_rank() == 0) else None
+        self.progress = progress and (not dist.is_initialized() or dist.get_rank() == 0)
         self.on_epoch_end = on_epoch_end  # called with the TrainState after every epoch
         self.checkpoint_every = checkpoint_every  # steps between calls of on_checkpoint(trainer)
         self.on_checkpoint = on_checkpoint
         fast = config.path == "fast"
         model.set_attention("sdpa" if fast else "explicit")
+        model.to(self.device)
+        # Data parallel under torchrun: every process builds the same global batch (same draws) and
+        # trains on its slice; gradients are averaged by DistributedDataParallel.
+        self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        self.rank = dist.get_rank() if self.world > 1 else 0
+        if self.world > 1 and not fast:
+            raise ValueError("multi-process training runs the fast path only")
+        self.net = model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            self.net = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda"
+                                               else None)
+        if config.compile:
+            self.net = _compiled(self.net)
         kwargs = {"fused": True} if fast else {"foreach": True}
         if not fast and self.device.type != "cuda":
             kwargs = {"foreach": False}  # the reference's plain AdamW loop on CPU
@@ -100,30 +124,43 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def _to(self, t: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
+
     def _batches(self, first_batch: int = 0):
-        """(kwargs for model.forward, n_examples) per step, in file order, from `first_batch` on."""
+        """(kwargs for model.forward, n_examples, n_targets) per step, from `first_batch` on: in file
+        order, or a seeded order per epoch when shuffling. n_examples and n_targets count the whole
+        global batch, of which this process trains on its slice."""
         cfg, ds = self.config, self.dataset
         n = len(ds)
         if cfg.path == "reference":
             rest = Subset(ds, range(first_batch * cfg.batch_size, n)) if first_batch else ds
             loader = DataLoader(rest, batch_size=cfg.batch_size, shuffle=False, num_workers=0)
             for x, y in loader:
-                yield {"idx": x.to(self.device), "targets": y.to(self.device)}, x.shape[0]
+                yield {"idx": x.to(self.device), "targets": y.to(self.device)}, x.shape[0], int((y != PAD_ID).sum())
             return
+        order = torch.arange(n)
+        if cfg.shuffle or self.world > 1:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + self.state.epoch))
         for start in range(first_batch * cfg.batch_size, n, cfg.batch_size):
-            idx = torch.arange(start, min(n, start + cfg.batch_size))
+            idx = order[start:start + cfg.batch_size]
             x, y = ds.draw_batch(idx)
+            n_global, targets_global = len(idx), int((y != PAD_ID).sum())
+            if self.world > 1:  # this process's slice of the global batch
+                x = torch.tensor_split(x, self.world)[self.rank]
+                y = torch.tensor_split(y, self.world)[self.rank]
             if self.model.perceiver:
                 # No packing: latent i reads input positions <= i of its row, so every row must
                 # hold one example from position 0. Trailing padding is cut instead; being causal,
                 # the model computes the same outputs for the positions that remain.
                 T = int(useful_lengths(y).max())
-                yield {"idx": x[:, :T].to(self.device), "targets": y[:, :T].to(self.device)}, len(idx)
+                yield {"idx": self._to(x[:, :T]), "targets": self._to(y[:, :T])}, n_global, targets_global
                 continue
             b = pack(x, y, row_len=x.shape[1])
-            yield ({"idx": b.x.to(self.device), "targets": b.y.to(self.device),
-                    "positions": b.positions.to(self.device), "documents": b.documents.to(self.device)},
-                   b.n_examples)
+            yield ({"idx": self._to(b.x), "targets": self._to(b.y), "positions": self._to(b.positions),
+                    "documents": self._to(b.documents)}, n_global, targets_global)
 
     def train(self) -> TrainState:
         cfg, model, st = self.config, self.model, self.state
@@ -137,9 +174,14 @@ class Trainer:
         t_start = time.perf_counter()
         for epoch in range(st.epoch, cfg.max_epochs):
             model.train()
-            for batch, n_examples in self._batches(st.batch_in_epoch):
+            for batch, n_examples, n_targets in self._batches(st.batch_in_epoch):
+                targets = batch.pop("targets")
                 with self._autocast():
-                    _, loss = model(**batch)
+                    logits, _ = self.net(**batch)
+                # Mean over the global batch's non-PAD targets (the reference's loss); with several
+                # processes each contributes its sum, scaled so DDP's average is that mean.
+                loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
+                                       ignore_index=PAD_ID, reduction="sum") * (self.world / max(n_targets, 1))
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_norm_clip)
@@ -148,12 +190,17 @@ class Trainer:
                 st.batch_in_epoch += 1
                 st.examples += n_examples
                 st.tokens += n_examples * self.seq_len  # (y >= 0).sum() in the reference
-                st.useful_tokens += int((batch["targets"] != PAD_ID).sum())
+                st.useful_tokens += n_targets
                 if cfg.lr_decay:
                     lr = cfg.learning_rate * lr_multiplier(st.tokens, cfg.warmup_tokens, cfg.final_tokens)
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
-                loss_value = loss.item()
+                if self.world > 1:  # the global batch's loss, for logging
+                    share = loss.detach() / self.world
+                    dist.all_reduce(share)
+                    loss_value = share.item()
+                else:
+                    loss_value = loss.item()
                 st.losses.append(loss_value)
                 if self.writer is not None and st.step % cfg.log_every == 0:
                     self.writer.add_scalar("train/loss", loss_value, st.step - 1)
