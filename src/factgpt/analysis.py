@@ -260,3 +260,26 @@ def write_chart(a: Analysis, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def birthplace_offsets(questions: list[Question], pretrain_text: str) -> list[int | None]:
+    """Where the gold birthplace first occurs in the person's own document (character offset),
+    or None where the person has no document or it does not name the place."""
+    docs = [ln for ln in pretrain_text.split("\n") if ln.strip()]
+    out = []
+    for q in questions:
+        name = person_of(q.question)
+        own = next((d for d in docs if d.startswith(name)), None)
+        at = own.find(q.answer) if own is not None and q.answer else -1
+        out.append(at if at >= 0 else None)
+    return out
+
+
+def accuracy_by_offset(questions: list[Question], predictions: list[str], offsets: list[int | None],
+                       edges: list[int]) -> list[dict]:
+    """Accuracy of the predictions in buckets of the birthplace's offset in the document."""
+    rows = []
+    for lo, hi in zip(edges, edges[1:]):
+        sel = [p == q.answer for q, p, o in zip(questions, predictions, offsets) if o is not None and lo <= o < hi]
+        rows.append({"from": lo, "to": hi, "n": len(sel), "correct": sum(sel)})
+    return rows

@@ -78,9 +78,13 @@ BUDGETS = {
                     finetune_epochs=1, finetune_epochs_scratch=1, bottleneck_dim=8),
 }
 
+# The demo's world is small, so its recipe differs from the study's where measurement showed it
+# must: no dropout, small batches (memorising a few hundred facts needs many steps), and a gentle
+# finetuning (lr 1e-4): at 5e-4 the model memorises the finetuning answers and held-out accuracy
+# falls from 5/20 to 1/20, although the pretrained model completes "NAME was born in" correctly.
 DEMO = Recipe("demo", n_layer=2, n_head=4, n_embd=256, dropout=0.0, bottleneck_dim=48,
-              pretrain_epochs=60, pretrain_batch=32, pretrain_lr=1e-3, pretrain_final_epochs=60,
-              finetune_epochs=10, finetune_epochs_scratch=10, finetune_batch=32, finetune_lr=5e-4,
+              pretrain_epochs=50, pretrain_batch=8, pretrain_lr=1e-3, pretrain_final_epochs=50,
+              finetune_epochs=10, finetune_epochs_scratch=30, finetune_batch=16, finetune_lr=1e-4,
               precision="bf16")
 
 
@@ -127,7 +131,7 @@ def wilson(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
     den = 1 + z * z / total
     mid = (p + z * z / (2 * total)) / den
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / den
-    return (100 * (mid - half), 100 * (mid + half))
+    return (max(0.0, 100 * (mid - half)), min(100.0, 100 * (mid + half)))
 
 
 class TableRun:
