@@ -94,3 +94,12 @@ def test_stop_id_truncates_after_the_stop():
     stop = full[0][3 + 2]  # the third generated id of row 0
     got = generate_batched(model, prompts, 10, stop_id=stop)
     assert got[0] == full[0][: full[0].index(stop, 3) + 1]
+
+
+def test_batched_decoding_with_a_shared_prefix():
+    model = GPT(tiny()).eval()
+    head = [5, 6, 7, 8]
+    prompts = [head + torch.randint(2, 40, (n,)).tolist() for n in (1, 6, 3, 9, 2)] + [head[:2] + [9]]
+    batched = generate_batched(model, prompts, 10, stop_id=None, batch_size=3)
+    for p, got in zip(prompts, batched):
+        assert got == generate_reference(model, p, 10)

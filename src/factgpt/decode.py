@@ -52,7 +52,7 @@ def generate_reference(model: GPT, prompt: list[int], steps: int, *, temperature
 @torch.no_grad()
 def generate_batched(model: GPT, prompts: list[list[int]], steps: int, *, stop_id: int | None = MASK_ID,
                      temperature: float = 1.0, top_k: int | None = None, sample: bool = False,
-                     generator: torch.Generator | None = None, batch_size: int = 512) -> list[list[int]]:
+                     generator: torch.Generator | None = None, batch_size: int = 128) -> list[list[int]]:
     """Each prompt followed by up to `steps` generated ids (fewer once `stop_id` is produced).
 
     Rows whose prompt plus steps would not fit in the block are decoded one at a time with the
@@ -83,21 +83,44 @@ def _trim(prompt: list[int], new: list[int], stop_id: int | None) -> list[int]:
     return prompt + new
 
 
+def _common_prefix(prompts: list[list[int]]) -> int:
+    """Length of the prefix every prompt shares, leaving at least one id of each prompt after it."""
+    n = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for i in range(n):
+        if any(p[i] != first[i] for p in prompts):
+            return i
+    return max(n, 0)
+
+
 def _cached(model, prompts, steps, stop_id, temperature, top_k, sample, generator):
+    """Batched decoding with a KV cache. The prefix all prompts share ("Where was ") is computed
+    once and broadcast into every row's cache; the rest of each prompt is left-padded after it."""
     device = model.pos_emb.device
     B = len(prompts)
     lens = torch.tensor([len(p) for p in prompts], device=device)
-    P = int(lens.max())
-    pad = P - lens  # left padding of each row
-    x = torch.full((B, P), PAD_ID, dtype=torch.long, device=device)
-    for i, p in enumerate(prompts):
-        x[i, P - len(p):] = torch.tensor(p, dtype=torch.long)
-    j = torch.arange(P, device=device)[None, :]
-    valid = j >= pad[:, None]  # (B, P) real ids
-    positions = (j - pad[:, None]).clamp(min=0)  # (B, P) each prompt starts at position 0
+    c = _common_prefix(prompts)
+    rest = [p[c:] for p in prompts]
+    R = max(len(r) for r in rest)
     cfg = model.config
-    cache = KVCache(len(model.blocks), B, cfg.n_head, P + steps, cfg.n_embd // cfg.n_head,
-                    device=device, dtype=model.pos_emb.dtype)
+    hs = cfg.n_embd // cfg.n_head
+    cache = KVCache(len(model.blocks), B, cfg.n_head, c + R + steps, hs, device=device, dtype=model.pos_emb.dtype)
+    if c:
+        shared = KVCache(len(model.blocks), 1, cfg.n_head, c, hs, device=device, dtype=model.pos_emb.dtype)
+        ids = torch.tensor([prompts[0][:c]], dtype=torch.long, device=device)
+        model.forward_cached(ids, torch.arange(c, device=device)[None], torch.ones(1, c, dtype=torch.bool,
+                                                                                   device=device), shared)
+        for layer in range(len(model.blocks)):  # broadcast the shared keys/values to every row
+            cache.k[layer][:, :, :c] = shared.k[layer]
+            cache.v[layer][:, :, :c] = shared.v[layer]
+        cache.length = c
+    pad = R - torch.tensor([len(r) for r in rest], device=device)  # left padding of each rest
+    x = torch.full((B, R), PAD_ID, dtype=torch.long, device=device)
+    for i, r in enumerate(rest):
+        x[i, R - len(r):] = torch.tensor(r, dtype=torch.long)
+    j = torch.arange(R, device=device)[None, :]
+    valid = torch.cat([torch.ones(B, c, dtype=torch.bool, device=device), j >= pad[:, None]], dim=1)
+    positions = c + (j - pad[:, None]).clamp(min=0)  # (B, R): the rest continues after the prefix
     logits = model.forward_cached(x, positions, valid, cache)[:, -1, :]  # (B, V)
     new = torch.empty(B, 0, dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
