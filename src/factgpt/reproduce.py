@@ -84,7 +84,7 @@ BUDGETS = {
 # falls from 5/20 to 1/20, although the pretrained model completes "NAME was born in" correctly.
 DEMO = Recipe("demo", n_layer=2, n_head=4, n_embd=256, dropout=0.0, bottleneck_dim=48,
               pretrain_epochs=50, pretrain_batch=8, pretrain_lr=1e-3, pretrain_final_epochs=50,
-              finetune_epochs=10, finetune_epochs_scratch=30, finetune_batch=16, finetune_lr=1e-4,
+              finetune_epochs=10, finetune_epochs_scratch=10, finetune_batch=16, finetune_lr=1e-4,
               precision="bf16")
 
 
