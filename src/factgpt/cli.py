@@ -93,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the study's table on a generated world of fictional biographies (minutes)")
     p.add_argument("--out", default="demo_out", help="folder for the world, checkpoints and report (demo_out)")
     p.add_argument("--seed", type=int, default=0, help="seed of the world and of training (0)")
-    p.add_argument("--people", type=int, default=None, help="people in the world (default 120)")
-    p.add_argument("--pretrain_epochs", type=int, default=None, help="pretraining epochs (default 50)")
+    p.add_argument("--people", type=int, default=None, help="people in the world (default 100)")
+    p.add_argument("--pretrain_epochs", type=int, default=None, help="pretraining epochs (80; perceiver: half)")
     p.add_argument("--tiny", action="store_true", help="a seconds-long run that checks the plumbing")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -269,15 +269,16 @@ def _demo(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    recipe, people = DEMO, args.people or 120
+    recipe, people = DEMO, args.people or 100
     if args.tiny:
         from dataclasses import replace
-        recipe = replace(DEMO, n_layer=2, n_head=2, n_embd=16, pretrain_epochs=1, finetune_epochs=1,
-                         finetune_epochs_scratch=1, bottleneck_dim=8)
+        recipe = replace(DEMO, n_layer=2, n_head=2, n_embd=16, pretrain_epochs=1, pretrain_final_epochs=1,
+                         perceiver_pretrain_epochs=1, finetune_epochs=1, finetune_epochs_scratch=1, bottleneck_dim=8)
         people = args.people or 20
     if args.pretrain_epochs:
         from dataclasses import replace
-        recipe = replace(recipe, pretrain_epochs=args.pretrain_epochs, pretrain_final_epochs=args.pretrain_epochs)
+        recipe = replace(recipe, pretrain_epochs=args.pretrain_epochs, pretrain_final_epochs=args.pretrain_epochs,
+                         perceiver_pretrain_epochs=max(1, args.pretrain_epochs // 2))
     world = make_world(n_people=people, heldout_fraction=0.25, mentions=3, seed=args.seed)
     out = Path(args.out)
     paths = world.write(out)

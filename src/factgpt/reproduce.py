@@ -54,6 +54,7 @@ class Recipe:
     pretrain_batch: int = 128
     pretrain_lr: float = 6e-3
     pretrain_final_epochs: float = 200.0  # cosine floor after this many epochs' tokens (ref: 200)
+    perceiver_pretrain_epochs: int | None = None  # a shorter perceiver pretraining (None: the same)
     finetune_epochs: int = 10  # after pretraining
     finetune_epochs_scratch: int = 75  # without pretraining
     finetune_batch: int = 256
@@ -83,7 +84,8 @@ BUDGETS = {
 # finetuning (lr 1e-4): at 5e-4 the model memorises the finetuning answers and held-out accuracy
 # falls from 5/20 to 1/20, although the pretrained model completes "NAME was born in" correctly.
 DEMO = Recipe("demo", n_layer=2, n_head=4, n_embd=256, dropout=0.0, bottleneck_dim=48,
-              pretrain_epochs=50, pretrain_batch=8, pretrain_lr=1e-3, pretrain_final_epochs=50,
+              pretrain_epochs=80, pretrain_batch=8, pretrain_lr=1e-3, pretrain_final_epochs=80,
+              perceiver_pretrain_epochs=40,
               finetune_epochs=10, finetune_epochs_scratch=10, finetune_batch=16, finetune_lr=1e-4,
               precision="bf16")
 
@@ -202,12 +204,13 @@ class TableRun:
         if key.endswith("_pretrain"):
             torch.manual_seed(seed)
             self.corpus.reseed(seed)
-            final = int(r.pretrain_final_epochs * len(self.corpus) * BLOCK_SIZE)
-            tconf = TrainConfig(max_epochs=r.pretrain_epochs, batch_size=r.pretrain_batch,
+            epochs = r.perceiver_pretrain_epochs if perceiver and r.perceiver_pretrain_epochs else r.pretrain_epochs
+            final = int(r.pretrain_final_epochs * epochs / r.pretrain_epochs * len(self.corpus) * BLOCK_SIZE)
+            tconf = TrainConfig(max_epochs=epochs, batch_size=r.pretrain_batch,
                                 learning_rate=r.pretrain_lr, final_tokens=final, seed=seed,
                                 precision=r.precision)
             cmd = (f"{self.prefix} pretrain {variant} {f.corpus} --writing_params_path {tag}.pretrain "
-                   f"--max_epochs {r.pretrain_epochs} --batch_size {r.pretrain_batch} --pretrain_lr "
+                   f"--max_epochs {epochs} --batch_size {r.pretrain_batch} --pretrain_lr "
                    f"{r.pretrain_lr} --final_tokens {final} {dims}")
             pre_ckpt = self._train(f"{tag}.pretrain", GPT(cfg), self.corpus, tconf, cmd)
         torch.manual_seed(seed)

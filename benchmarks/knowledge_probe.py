@@ -1,0 +1,44 @@
+"""Does a pretrained model know the facts? Continue each dev person's own document up to the
+birthplace and check whether greedy decoding writes the gold place next.
+
+    python benchmarks/knowledge_probe.py --data-dir ../shared/data NAME=PRETRAINED_CHECKPOINT ...
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from factgpt.analysis import birthplace_offsets, person_of
+from factgpt.checkpoint import load_checkpoint
+from factgpt.data import read_questions, read_text
+from factgpt.decode import generate_batched
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default="data")
+    ap.add_argument("--max-offset", type=int, default=100, help="only places starting before this offset")
+    ap.add_argument("runs", nargs="+", help="NAME=CHECKPOINT")
+    args = ap.parse_args()
+    d = Path(args.data_dir)
+    text = read_text(d / "wiki.txt")
+    questions = read_questions(d / "birth_dev.tsv", require_answers=True)
+    docs = [ln for ln in text.split("\n") if ln.strip()]
+    items = []
+    for q, off in zip(questions, birthplace_offsets(questions, text)):
+        if off is not None and 0 < off < args.max_offset:
+            doc = next(dd for dd in docs if dd.startswith(person_of(q.question)))
+            items.append((doc[:off], q.answer))
+    for spec in args.runs:
+        name, path = spec.split("=", 1)
+        ck = load_checkpoint(path)
+        model = ck.build_model().eval()
+        outs = generate_batched(model, [ck.vocab.encode(p) for p, _ in items], 24, stop_id=None)
+        hits = sum(ck.vocab.decode(o[len(p):]).startswith(a) for o, (p, a) in zip(outs, items))
+        print(f"{name}: writes the gold birthplace after its own document's prefix for {hits} of {len(items)} "
+              f"dev people ({100 * hits / len(items):.1f}%)")
+
+
+if __name__ == "__main__":
+    main()
