@@ -99,20 +99,16 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-class DownProjectBlock(nn.Module):
+class DownProjectBlock(Block):
     """Cross-attention from a learned basis C (1, m, C) into the embedded input: output (B, m, C).
 
     LayerNorm on C before attention, residual on C; latent i sees input positions <= i only.
     """
 
     def __init__(self, config: GPTConfig) -> None:
-        super().__init__()
+        super().__init__(config)
         self.C = nn.Parameter(torch.empty(1, config.bottleneck_dim, config.n_embd))
         nn.init.xavier_uniform_(self.C)
-        self.ln1 = nn.LayerNorm(config.n_embd)
-        self.ln2 = nn.LayerNorm(config.n_embd)
-        self.attn = Attention(config)
-        self.mlp = mlp(config)
 
     def forward(self, x_input: torch.Tensor, mask=None) -> torch.Tensor:
         c = self.C.expand(x_input.shape[0], -1, -1)  # (B, m, C)
@@ -120,18 +116,11 @@ class DownProjectBlock(nn.Module):
         return y + self.mlp(self.ln2(y))
 
 
-class UpProjectBlock(nn.Module):
+class UpProjectBlock(Block):
     """Cross-attention from the input positions into the latents: output (B, l, C).
 
     LayerNorm on the latents Y before attention, residual on the input X.
     """
-
-    def __init__(self, config: GPTConfig) -> None:
-        super().__init__()
-        self.ln1 = nn.LayerNorm(config.n_embd)
-        self.ln2 = nn.LayerNorm(config.n_embd)
-        self.attn = Attention(config)
-        self.mlp = mlp(config)
 
     def forward(self, y: torch.Tensor, x_input: torch.Tensor, mask=None) -> torch.Tensor:
         x = x_input + self.attn(x_input, kv=self.ln1(y), mask=mask)

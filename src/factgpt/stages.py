@@ -162,15 +162,20 @@ def run_training(model: GPT, dataset, tconf: TrainConfig, corpus: CharCorruption
     return TrainOutcome(st, seconds, Path(writing_params_path), resumed_from)
 
 
+def _starting_model(spec: ModelSpec, corpus: CharCorruptionDataset, corpus_path, reading_params_path,
+                    seed: int) -> GPT:
+    """The checkpoint to continue from (checked against the corpus), or a fresh seeded model."""
+    torch.manual_seed(seed)
+    if reading_params_path:
+        return load_model(reading_params_path, spec, corpus, corpus_path)[0]
+    return GPT(spec.config(corpus.vocab_size))
+
+
 def pretrain(corpus_path, spec: ModelSpec, tconf: TrainConfig, writing_params_path, *,
              device, writer=None, progress=True, reading_params_path=None,
              save_every: int = 0, checkpoint_every: int = 0, resume: bool = False) -> TrainOutcome:
     corpus = load_corpus(corpus_path, seed=tconf.seed)
-    torch.manual_seed(tconf.seed)
-    if reading_params_path:
-        model, _ = load_model(reading_params_path, spec, corpus, corpus_path)
-    else:
-        model = GPT(spec.config(corpus.vocab_size))
+    model = _starting_model(spec, corpus, corpus_path, reading_params_path, tconf.seed)
     return run_training(model, corpus, tconf, corpus, writing_params_path, stage="pretrain",
                         device=device, writer=writer, progress=progress, save_every=save_every,
                         checkpoint_every=checkpoint_every, resume=resume)
@@ -181,11 +186,7 @@ def finetune(corpus_path, finetune_path, spec: ModelSpec, tconf: TrainConfig, wr
              save_every: int = 0, checkpoint_every: int = 0, resume: bool = False) -> TrainOutcome:
     corpus = load_corpus(corpus_path, seed=tconf.seed)
     names = NameDataset(corpus, read_text(finetune_path), source=finetune_path)
-    torch.manual_seed(tconf.seed)
-    if reading_params_path:
-        model, _ = load_model(reading_params_path, spec, corpus, corpus_path)
-    else:
-        model = GPT(spec.config(corpus.vocab_size))
+    model = _starting_model(spec, corpus, corpus_path, reading_params_path, tconf.seed)
     return run_training(model, names, tconf, corpus, writing_params_path, stage="finetune",
                         device=device, writer=writer, progress=progress, save_every=save_every,
                         checkpoint_every=checkpoint_every, resume=resume)
