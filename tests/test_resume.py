@@ -137,3 +137,23 @@ def test_unwritable_output_fails_before_training(tiny_files, tmp_path, capsys):
     finally:
         ro.chmod(0o700)
     assert code == 1 and "cannot write" in capsys.readouterr().err
+
+
+def test_disk_full_keeps_the_previous_checkpoint(tiny_files, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import factgpt.checkpoint as ck
+    out = tmp_path / "m.safetensors"
+    args = ["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--max_epochs", "1", "--writing_params_path",
+            str(out)]
+    assert main(args) == 0
+    before = out.read_bytes()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(ck.os, "fsync", full)  # the write of the new checkpoint fails
+    assert main([*args[:-4], "--max_epochs", "2", "--writing_params_path", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("factgpt: error: ") and "No space left on device" in err and len(err.splitlines()) == 1
+    assert out.read_bytes() == before  # the previous checkpoint is intact
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
