@@ -94,6 +94,12 @@ def save_checkpoint(path: str | Path, model: GPT, vocab: Vocab, progress: dict |
     atomic_write_bytes(path, st_save(tensors, metadata={"factgpt": json.dumps(meta)}))
 
 
+def _factgpt_metadata(raw: bytes) -> dict:
+    """The JSON document factgpt keeps in a safetensors header (8-byte length, then the header)."""
+    header_len = int.from_bytes(raw[:8], "little")
+    return json.loads(json.loads(raw[8:8 + header_len])["__metadata__"]["factgpt"])
+
+
 def _strip_reference_buffers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in sd.items() if not k.endswith("attn.mask")}
 
@@ -128,11 +134,7 @@ def load_checkpoint(path: str | Path, *, n_head: int = 8) -> Checkpoint:
     if raw[:2] == b"PK":  # a torch.save zip archive: the reference's format
         return _load_reference(path, n_head)
     try:
-        tensors = st_load(raw)
-        with open(path, "rb") as f:
-            header_len = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(header_len))
-        meta = json.loads(header["__metadata__"]["factgpt"])
+        tensors, meta = st_load(raw), _factgpt_metadata(raw)
     except (SafetensorError, ValueError, KeyError, TypeError, json.JSONDecodeError):
         raise FactgptError("not a factgpt checkpoint or reference .params file, or it is "
                            "truncated or corrupted", path=path) from None
@@ -218,9 +220,7 @@ def load_training_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict
     path = Path(path)
     try:
         raw = path.read_bytes()
-        tensors = st_load(raw)
-        header_len = int.from_bytes(raw[:8], "little")
-        meta = json.loads(json.loads(raw[8:8 + header_len])["__metadata__"]["factgpt"])
+        tensors, meta = st_load(raw), _factgpt_metadata(raw)
     except FileNotFoundError:
         raise FactgptError("no resume point here", path=path) from None
     except (SafetensorError, ValueError, KeyError, TypeError, OSError):

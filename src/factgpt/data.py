@@ -56,6 +56,16 @@ def split_lines(text: str) -> list[str]:
     return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
 
 
+def split_pair(line: str, path: str | Path | None, number: int) -> tuple[str, str]:
+    """`question<TAB>answer` -> (question, answer); one clear error for no tab or several."""
+    parts = line.split("\t")
+    if len(parts) != 2:
+        problem = ("line has no tab between question and answer" if len(parts) == 1
+                   else f"line has {len(parts) - 1} tabs, expected one")
+        raise FactgptError(problem, path=path, line=number, hint="expected `question<TAB>answer`")
+    return parts[0], parts[1]
+
+
 @dataclass(frozen=True)
 class Question:
     question: str  # "Where was NAME born?"
@@ -81,12 +91,7 @@ def read_questions(path: str | Path, *, require_answers: bool = False) -> list[Q
         if not ln.strip():
             raise FactgptError("empty line", path=path, line=i, hint="remove it")
         if labelled:
-            parts = ln.split("\t")
-            if len(parts) != 2:
-                problem = ("line has no tab between question and answer" if len(parts) == 1
-                           else f"line has {len(parts) - 1} tabs, expected one")
-                raise FactgptError(problem, path=path, line=i, hint="expected `question<TAB>answer`")
-            q, a = parts
+            q, a = split_pair(ln, path, i)
             if not q or not a:
                 raise FactgptError("empty question or answer", path=path, line=i)
             out.append(Question(q, a.strip(), i))
@@ -255,12 +260,7 @@ class NameDataset(Dataset):
         for i, ln in enumerate(split_lines(text), start=1):
             if not ln.strip():
                 raise FactgptError("empty line", path=source, line=i, hint="remove it")
-            parts = ln.split("\t")
-            if len(parts) != 2:
-                raise FactgptError("line has no tab between question and answer" if len(parts) == 1
-                                   else f"line has {len(parts) - 1} tabs, expected one",
-                                   path=source, line=i, hint="expected `question<TAB>answer`")
-            inp, oup = parts
+            inp, oup = split_pair(ln, source, i)
             s = inp + MASK_CHAR + oup + MASK_CHAR
             if len(s) > self.block_size:
                 raise FactgptError(f"question and answer take {len(s)} characters with the two "

@@ -62,10 +62,6 @@ class TrainState:
     losses: list[float] = field(default_factory=list)  # one per step
 
 
-def _state_to_json(st: TrainState) -> dict:
-    return dict(st.__dict__)
-
-
 def _compiled(net):
     """torch.compile where a compiler is present; the eager module otherwise."""
     try:
@@ -237,7 +233,7 @@ class Trainer:
             tensors["rng.data"] = self.dataset.generator.get_state()
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        meta = {"state": _state_to_json(self.state), "param_groups": opt["param_groups"],
+        meta = {"state": dict(self.state.__dict__), "param_groups": opt["param_groups"],
                 "config": {k: v for k, v in self.config.__dict__.items() if k != "extra"},
                 "model": self.model.config.identity()}
         return tensors, meta
