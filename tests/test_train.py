@@ -85,3 +85,19 @@ def test_bf16_autocast_runs_and_learns():
     tc = TrainConfig(max_epochs=30, batch_size=8, learning_rate=3e-3, final_tokens=10**9, precision="bf16")
     st = Trainer(model, names, tc, progress=False).train()
     assert st.losses[-1] < 0.5 * st.losses[0]
+
+
+def test_compile_falls_back_to_eager_when_compilation_fails(monkeypatch):
+    import factgpt.train as train_mod
+
+    def broken(net):
+        def fail(**kwargs):
+            raise RuntimeError("no C compiler found")
+        return fail
+    monkeypatch.setattr(train_mod, "_compiled", broken)
+    corpus = CharCorruptionDataset(tiny_corpus(), 64)
+    model = GPT(GPTConfig(vocab_size=corpus.vocab_size, block_size=64, n_layer=1, n_head=1, n_embd=8))
+    tr = Trainer(model, corpus, TrainConfig(max_epochs=1, batch_size=4, learning_rate=1e-3, final_tokens=10**6,
+                                            compile=True), progress=False)
+    st = tr.train()
+    assert st.step == 3 and tr.compile_fallback == "RuntimeError: no C compiler found"

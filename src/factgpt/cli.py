@@ -220,6 +220,8 @@ def _study(args) -> int:
         return 0
     if out.resumed_from is not None:
         print(f"resumed at step {out.resumed_from}", file=sys.stderr)
+    if out.compile_fallback:
+        print(f"note: torch.compile failed ({out.compile_fallback}); trained eagerly", file=sys.stderr)
     print(f"{args.command}: {st.epoch} epochs, {st.step} steps, {st.examples} examples in "
           f"{out.seconds:.1f} s ({st.tokens / max(out.seconds, 1e-9):,.0f} tokens/s counted as the "
           f"reference counts, {st.useful_tokens / max(out.seconds, 1e-9):,.0f} useful); final loss "

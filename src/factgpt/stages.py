@@ -114,6 +114,7 @@ class TrainOutcome:
     seconds: float
     params_path: Path
     resumed_from: int | None = None  # the step a resumed run started at
+    compile_fallback: str | None = None  # why --compile fell back to eager, if it did
 
 
 def run_training(model: GPT, dataset, tconf: TrainConfig, corpus: CharCorruptionDataset,
@@ -159,7 +160,7 @@ def run_training(model: GPT, dataset, tconf: TrainConfig, corpus: CharCorruption
     save(st)
     if is_main_process():
         resume_file.unlink(missing_ok=True)  # finished: nothing to resume
-    return TrainOutcome(st, seconds, Path(writing_params_path), resumed_from)
+    return TrainOutcome(st, seconds, Path(writing_params_path), resumed_from, trainer.compile_fallback)
 
 
 def _starting_model(spec: ModelSpec, corpus: CharCorruptionDataset, corpus_path, reading_params_path,

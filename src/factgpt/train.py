@@ -99,10 +99,12 @@ class Trainer:
         if self.world > 1 and not fast:
             raise ValueError("multi-process training runs the fast path only")
         self.net = model
+        self.compile_fallback: str | None = None  # why torch.compile was given up, if it was
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
             self.net = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda"
                                                else None)
+        self.eager_net = self.net
         if config.compile:
             self.net = _compiled(self.net)
         kwargs = {"fused": True} if fast else {"foreach": True}
@@ -158,6 +160,21 @@ class Trainer:
             yield ({"idx": self._to(b.x), "targets": self._to(b.y), "positions": self._to(b.positions),
                     "documents": self._to(b.documents)}, n_global, targets_global)
 
+    def _forward(self, batch: dict) -> torch.Tensor:
+        """Logits; a compiled model that fails on its first call (no compiler toolchain) is
+        replaced by the eager one, and the reason kept in compile_fallback."""
+        with self._autocast():
+            if self.net is self.eager_net:
+                return self.net(**batch)[0]
+            try:
+                return self.net(**batch)[0]
+            except Exception as e:  # torch.compile compiles lazily: failures surface here
+                if self.state.step > 0:
+                    raise
+                self.compile_fallback = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                self.net = self.eager_net
+                return self.net(**batch)[0]
+
     def train(self) -> TrainState:
         cfg, model, st = self.config, self.model, self.state
         model.to(self.device)
@@ -172,8 +189,7 @@ class Trainer:
             model.train()
             for batch, n_examples, n_targets in self._batches(st.batch_in_epoch):
                 targets = batch.pop("targets")
-                with self._autocast():
-                    logits, _ = self.net(**batch)
+                logits = self._forward(batch)
                 # Mean over the global batch's non-PAD targets (the reference's loss); with several
                 # processes each contributes its sum, scaled so DDP's average is that mean.
                 loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
