@@ -189,7 +189,7 @@ def _study(args) -> int:
         out = stages.pretrain(args.pretrain_corpus_path, spec, tconf, args.writing_params_path,
                               device=device, writer=_writer(args, "pretrain"), progress=progress,
                               reading_params_path=args.reading_params_path, save_every=args.save_every,
-                              checkpoint_every=args.checkpoint_every, resume=args.resume)
+                              checkpoint_every=args.checkpoint_every, resume=args.resume, corpus=corpus)
     elif args.command == "finetune":
         _require(args, "writing_params_path", "finetune_corpus_path")
         corpus = stages.load_corpus(args.pretrain_corpus_path)
@@ -199,7 +199,7 @@ def _study(args) -> int:
                               args.writing_params_path, reading_params_path=args.reading_params_path,
                               device=device, writer=_writer(args, "finetune"), progress=progress,
                               save_every=args.save_every, checkpoint_every=args.checkpoint_every,
-                              resume=args.resume)
+                              resume=args.resume, corpus=corpus)
     else:
         _require(args, "reading_params_path", "eval_corpus_path", "outputs_path")
         tqdm = None

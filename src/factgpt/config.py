@@ -5,6 +5,7 @@ Defaults are the reference's (CS224N a5 run.py / trainer.py); every field says w
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -82,6 +83,11 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (falls back to eager where it cannot compile)
     log_every: int = 1  # write TensorBoard scalars every this many steps
     extra: dict = field(default_factory=dict)  # free-form notes carried into checkpoints
+
+
+def json_roundtrip(d: dict) -> dict:
+    """`d` as it reads back from a JSON record (tuples become lists), for comparing with one."""
+    return json.loads(json.dumps(d))
 
 
 def final_tokens_for(n_pretrain_docs: int, block_size: int = BLOCK_SIZE) -> int:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from factgpt.checkpoint import atomic_write_text, save_checkpoint
-from factgpt.config import BLOCK_SIZE, GPTConfig, TrainConfig
+from factgpt.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from factgpt.config import BLOCK_SIZE, GPTConfig, TrainConfig, json_roundtrip
 from factgpt.data import CharCorruptionDataset, NameDataset, read_questions, read_text
 from factgpt.errors import FactgptError
 from factgpt.evaluate import Score, most_frequent_answer, predict, score
@@ -111,11 +111,6 @@ class RowResult:
         return 100.0 * self.correct / self.total
 
 
-def _as_json(d: dict) -> dict:
-    """`d` as it reads back from stages.json (tuples become lists), for comparisons."""
-    return json.loads(json.dumps(d))
-
-
 def commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -163,7 +158,8 @@ class TableRun:
         ckpt = self.out / f"{key}.safetensors"
         if key in self.records and ckpt.exists():
             rec = self.records[key]
-            if rec.get("model") != _as_json(model.config.identity()) or rec.get("train") != _as_json(asdict(tconf)):
+            same = json_roundtrip({"model": model.config.identity(), "train": asdict(tconf)})
+            if {"model": rec.get("model"), "train": rec.get("train")} != same:
                 raise FactgptError(f"{key} was run here before with another recipe", path=self.out,
                                    hint="use another --out, or delete the folder to start over")
             self.say(f"{key}: done earlier, skipped")
@@ -177,12 +173,6 @@ class TableRun:
                      model=model.config.identity(), losses=st.losses, tokens=st.tokens,
                      examples=st.examples)
         return ckpt
-
-    def _load(self, ckpt: Path, config: GPTConfig) -> GPT:
-        from factgpt.checkpoint import load_checkpoint
-        model = GPT(config)
-        model.load_state_dict(load_checkpoint(ckpt).state_dict)
-        return model
 
     def baseline(self) -> RowResult:
         guess = most_frequent_answer(read_questions(self.files.train, require_answers=True))
@@ -214,7 +204,7 @@ class TableRun:
                    f"{r.pretrain_lr} --final_tokens {final} {dims}")
             pre_ckpt = self._train(f"{tag}.pretrain", GPT(cfg), self.corpus, tconf, cmd)
         torch.manual_seed(seed)
-        model = self._load(pre_ckpt, cfg) if pre_ckpt else GPT(cfg)
+        model = load_checkpoint(pre_ckpt).build_model() if pre_ckpt else GPT(cfg)
         epochs = r.finetune_epochs if pre_ckpt else r.finetune_epochs_scratch
         tconf = TrainConfig(max_epochs=epochs, batch_size=r.finetune_batch, learning_rate=r.finetune_lr,
                             final_tokens=200 * len(self.corpus) * BLOCK_SIZE, seed=seed, precision=r.precision)
@@ -223,7 +213,7 @@ class TableRun:
                + f"--writing_params_path {tag}.finetune --max_epochs {epochs} --batch_size {r.finetune_batch} "
                f"--finetune_lr {r.finetune_lr} {dims}")
         ft_ckpt = self._train(f"{tag}.finetune", model, self.names, tconf, cmd)
-        model = self._load(ft_ckpt, cfg).to(self.device)
+        model = load_checkpoint(ft_ckpt).build_model().to(self.device)
         eval_key = f"{tag}.evaluate"
         if eval_key in self.records:
             rec = self.records[eval_key]

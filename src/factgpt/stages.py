@@ -6,7 +6,6 @@ outputs; they return what happened and never print (the CLI, demo and reproduce 
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -149,8 +148,8 @@ def run_training(model: GPT, dataset, tconf: TrainConfig, corpus: CharCorruption
     resumed_from = None
     if resume and resume_file.exists():
         tensors, meta = load_training_state(resume_file)
-        mine = trainer.snapshot()[1]
-        if meta["model"] != mine["model"] or meta["config"] != json.loads(json.dumps(mine["config"])):
+        mine = trainer.identity()
+        if meta["model"] != mine["model"] or meta["config"] != mine["config"]:
             raise FactgptError("the resume point belongs to a run with another model or recipe", path=resume_file,
                                hint="use the same flags as the interrupted run, or delete it")
         trainer.restore(tensors, meta)
@@ -174,8 +173,9 @@ def _starting_model(spec: ModelSpec, corpus: CharCorruptionDataset, corpus_path,
 
 def pretrain(corpus_path, spec: ModelSpec, tconf: TrainConfig, writing_params_path, *,
              device, writer=None, progress=True, reading_params_path=None,
-             save_every: int = 0, checkpoint_every: int = 0, resume: bool = False) -> TrainOutcome:
-    corpus = load_corpus(corpus_path, seed=tconf.seed)
+             save_every: int = 0, checkpoint_every: int = 0, resume: bool = False,
+             corpus: CharCorruptionDataset | None = None) -> TrainOutcome:
+    corpus = corpus if corpus is not None else load_corpus(corpus_path)  # the Trainer seeds its draws
     model = _starting_model(spec, corpus, corpus_path, reading_params_path, tconf.seed)
     return run_training(model, corpus, tconf, corpus, writing_params_path, stage="pretrain",
                         device=device, writer=writer, progress=progress, save_every=save_every,
@@ -184,8 +184,9 @@ def pretrain(corpus_path, spec: ModelSpec, tconf: TrainConfig, writing_params_pa
 
 def finetune(corpus_path, finetune_path, spec: ModelSpec, tconf: TrainConfig, writing_params_path,
              *, reading_params_path=None, device, writer=None, progress=True,
-             save_every: int = 0, checkpoint_every: int = 0, resume: bool = False) -> TrainOutcome:
-    corpus = load_corpus(corpus_path, seed=tconf.seed)
+             save_every: int = 0, checkpoint_every: int = 0, resume: bool = False,
+             corpus: CharCorruptionDataset | None = None) -> TrainOutcome:
+    corpus = corpus if corpus is not None else load_corpus(corpus_path)  # the Trainer seeds its draws
     names = NameDataset(corpus, read_text(finetune_path), source=finetune_path)
     model = _starting_model(spec, corpus, corpus_path, reading_params_path, tconf.seed)
     return run_training(model, names, tconf, corpus, writing_params_path, stage="finetune",

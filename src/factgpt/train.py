@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Subset
 
-from factgpt.config import TrainConfig
+from factgpt.config import TrainConfig, json_roundtrip
 from factgpt.data import PAD_ID, pack, useful_lengths
 from factgpt.model import GPT
 
@@ -84,8 +84,6 @@ class Trainer:
         self.dataset = dataset
         self.config = config
         self.device = torch.device(device)
-        self.writer = writer if (not dist.is_initialized() or dist.get_rank() == 0) else None
-        self.progress = progress and (not dist.is_initialized() or dist.get_rank() == 0)
         self.on_epoch_end = on_epoch_end  # called with the TrainState after every epoch
         self.checkpoint_every = checkpoint_every  # steps between calls of on_checkpoint(trainer)
         self.on_checkpoint = on_checkpoint
@@ -96,6 +94,8 @@ class Trainer:
         # trains on its slice; gradients are averaged by DistributedDataParallel.
         self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         self.rank = dist.get_rank() if self.world > 1 else 0
+        self.writer = writer if self.rank == 0 else None  # logs and progress from rank 0 only
+        self.progress = progress and self.rank == 0
         if self.world > 1 and not fast:
             raise ValueError("multi-process training runs the fast path only")
         self.net = model
@@ -177,7 +177,6 @@ class Trainer:
 
     def train(self) -> TrainState:
         cfg, model, st = self.config, self.model, self.state
-        model.to(self.device)
         steps_per_epoch = math.ceil(len(self.dataset) / cfg.batch_size)
         bar = None
         if self.progress:
@@ -249,10 +248,13 @@ class Trainer:
             tensors["rng.data"] = self.dataset.generator.get_state()
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        meta = {"state": dict(self.state.__dict__), "param_groups": opt["param_groups"],
-                "config": {k: v for k, v in self.config.__dict__.items() if k != "extra"},
-                "model": self.model.config.identity()}
+        meta = {"state": dict(self.state.__dict__), "param_groups": opt["param_groups"], **self.identity()}
         return tensors, meta
+
+    def identity(self) -> dict:
+        """The recipe and model a resume point must match, as they read back from its JSON."""
+        config = {k: v for k, v in self.config.__dict__.items() if k != "extra"}
+        return json_roundtrip({"config": config, "model": self.model.config.identity()})
 
     def restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         """Continue exactly where snapshot() was taken (same data draws, dropout and schedule)."""
