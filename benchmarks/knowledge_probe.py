@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from factgpt.analysis import birthplace_offsets, person_of
+from factgpt.analysis import biographies, birthplace_offsets, own_documents, person_of
 from factgpt.checkpoint import load_checkpoint
 from factgpt.data import read_questions, read_text
 from factgpt.decode import generate_batched
@@ -24,11 +24,11 @@ def main() -> None:
     d = Path(args.data_dir)
     text = read_text(d / "wiki.txt")
     questions = read_questions(d / "birth_dev.tsv", require_answers=True)
-    docs = [ln for ln in text.split("\n") if ln.strip()]
+    docs = biographies(text)
     items = []
     for q, off in zip(questions, birthplace_offsets(questions, text)):
         if off is not None and 0 < off < args.max_offset:
-            doc = next(dd for dd in docs if dd.startswith(person_of(q.question)))
+            doc = own_documents(person_of(q.question), docs)[0]
             items.append((doc[:off], q.answer))
     for spec in args.runs:
         name, path = spec.split("=", 1)

@@ -110,6 +110,16 @@ def person_of(question: str) -> str:
     return q
 
 
+def biographies(pretrain_text: str) -> list[str]:
+    """The corpus's documents: its non-empty lines."""
+    return [ln for ln in pretrain_text.split("\n") if ln.strip()]
+
+
+def own_documents(name: str, docs: list[str]) -> list[str]:
+    """The documents about `name`: those that open with it."""
+    return [d for d in docs if d.startswith(name)]
+
+
 def document_name(line: str) -> str:
     """The name a biography line opens with: the text before its first '. ' (approximate)."""
     return line.split(". ", 1)[0].strip()
@@ -173,7 +183,7 @@ def analyze(questions: list[Question], predictions: list[str], pretrain_text: st
             confidences: list[float] | None = None) -> Analysis:
     if len(questions) != len(predictions):
         raise ValueError(f"{len(predictions)} predictions for {len(questions)} questions")
-    docs = [ln for ln in pretrain_text.split("\n") if ln.strip()]
+    docs = biographies(pretrain_text)
     finetune = finetune or []
     entries = [Person(person_of(q.question), birthplace=q.answer) for q in finetune]
     entries += [Person(document_name(d), document=d) for d in docs]
@@ -185,7 +195,7 @@ def analyze(questions: list[Question], predictions: list[str], pretrain_text: st
     n_wrong = similar_hits = chance_hits = 0
     for q, pred in zip(questions, predictions):
         name = person_of(q.question)
-        own = [d for d in docs if d.startswith(name)]
+        own = own_documents(name, docs)
         sim = index.most_similar(name, exclude=name)
         similar = entries[sim] if sim is not None else None
         wrong = pred != q.answer
@@ -265,12 +275,11 @@ def write_chart(a: Analysis, path) -> None:
 def birthplace_offsets(questions: list[Question], pretrain_text: str) -> list[int | None]:
     """Where the gold birthplace first occurs in the person's own document (character offset),
     or None where the person has no document or it does not name the place."""
-    docs = [ln for ln in pretrain_text.split("\n") if ln.strip()]
+    docs = biographies(pretrain_text)
     out = []
     for q in questions:
-        name = person_of(q.question)
-        own = next((d for d in docs if d.startswith(name)), None)
-        at = own.find(q.answer) if own is not None and q.answer else -1
+        own = own_documents(person_of(q.question), docs)
+        at = own[0].find(q.answer) if own and q.answer else -1
         out.append(at if at >= 0 else None)
     return out
 
