@@ -28,6 +28,17 @@ def test_help_shows_the_documented_flags(command, capsys):
     assert "{vanilla,perceiver}" in out
 
 
+@pytest.mark.parametrize("command, flags", [
+    ("reproduce", ["--data-dir", "--out", "--budget", "--seeds", "--checkpoint_every", "smoke,quick,full"]),
+    ("demo", ["--out", "--seed", "--tiny", "--threads"]),
+])
+def test_help_of_the_table_commands(command, flags, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and all(f in out for f in flags), out
+
+
 def test_console_script_runs():
     r = subprocess.run([sys.executable, "-m", "factgpt", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "pretrain" in r.stdout and "london" in r.stdout
@@ -177,6 +188,10 @@ def test_reproduce_smoke_on_real_data_writes_every_file(tmp_path, capsys):
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "| vanilla_pretrain_seed0.pretrain |" in report and "factgpt pretrain vanilla" in report
+    # always-London is the published baseline exactly; a 1-epoch smoke model is far below 23.8%
+    assert "+0.0 points (within our interval)" in report and "Outside our 95% interval" in report
+    assert "Budget `smoke`" in report
+    assert "## What the models answer" in report and "'London', 500 of 500" in report
     assert len((out / "vanilla_pretrain_seed0.birth_dev.predictions").read_text().splitlines()) == 500
 
 

@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", choices=("smoke", "quick", "full"), default="full",
                    help="full: the reference recipe; quick: 100 pretraining epochs, bf16; smoke: seconds")
     p.add_argument("--seeds", type=int, default=1, help="repeat each trained stage over K seeds (1)")
+    p.add_argument("--checkpoint_every", type=int, default=200,
+                   help="steps between resume points of a training stage; an interrupted stage continues "
+                   "from its last one (200)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -302,7 +305,16 @@ def _reproduce(args) -> int:
     import torch
 
     from factgpt import stages
-    from factgpt.reproduce import PUBLISHED, Files, TableRun, format_table, summarize, with_budget, write_report
+    from factgpt.reproduce import (
+        PUBLISHED,
+        Files,
+        TableRun,
+        budget_note,
+        format_table,
+        summarize,
+        with_budget,
+        write_report,
+    )
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -314,12 +326,9 @@ def _reproduce(args) -> int:
     recipe = with_budget(args.budget)
     run = TableRun(Files(d / "wiki.txt", d / "birth_places_train.tsv", d / "birth_dev.tsv", extra), recipe,
                    args.out, device=stages.resolve_device(args.device), progress=not args.quiet,
-                   log=lambda m: print(m, file=sys.stderr))
+                   log=lambda m: print(m, file=sys.stderr), checkpoint_every=args.checkpoint_every)
     summary = summarize(run.run(seeds=args.seeds))
-    note = (f"Budget `{recipe.name}`: pretraining {recipe.pretrain_epochs} epochs (cosine floor after "
-            f"{recipe.pretrain_final_epochs:g}), finetuning {recipe.finetune_epochs} epochs after pretraining and "
-            f"{recipe.finetune_epochs_scratch} without, {recipe.precision}; {args.seeds} seed(s); dev accuracy on "
-            f"{len(run.questions)} questions.")
+    note = budget_note(recipe, args.seeds, len(run.questions))
     report = write_report(args.out, summary, run.records, title="factgpt reproduce: the study's table",
                           budget_note=note, published=PUBLISHED)
     print(format_table(summary, PUBLISHED))

@@ -15,19 +15,19 @@ import math
 import statistics
 import subprocess
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from factgpt.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from factgpt.checkpoint import atomic_write_text, load_checkpoint, resume_path_for
 from factgpt.config import BLOCK_SIZE, GPTConfig, TrainConfig, json_roundtrip
 from factgpt.data import CharCorruptionDataset, NameDataset, read_questions, read_text
 from factgpt.errors import FactgptError
 from factgpt.evaluate import Score, most_frequent_answer, predict, score
 from factgpt.model import GPT
-from factgpt.stages import machine
-from factgpt.train import Trainer
+from factgpt.stages import machine, run_training
 
 PUBLISHED = {  # the study's dev accuracy (500 questions)
     "baseline": (25, 500), "vanilla_nopretrain": (10, 500), "vanilla_pretrain": (119, 500),
@@ -99,12 +99,30 @@ class Files:
 
 
 @dataclass
+class Spread:
+    """How varied a row's answers are. A model that retrieves facts gives many different answers; one
+    that answers from the prior repeats a few, and its correct answers are among those few."""
+    distinct: int  # different answers over all questions
+    top: str  # the most frequent answer
+    top_count: int  # how often it is given
+    correct_in_top5: int  # correct answers that are one of the row's 5 most frequent answers
+
+
+def spread(predictions: list[str], golds: list[str | None]) -> Spread:
+    counts = Counter(predictions)
+    top5 = {a for a, _ in counts.most_common(5)}
+    top, n = counts.most_common(1)[0] if counts else ("", 0)
+    return Spread(len(counts), top, n, sum(p == g and p in top5 for p, g in zip(predictions, golds)))
+
+
+@dataclass
 class RowResult:
     key: str
     seed: int
     correct: int
     total: int
     seconds: float
+    spread: Spread | None = None
 
     @property
     def percent(self) -> float:
@@ -135,7 +153,8 @@ class TableRun:
     """Runs (or resumes) the table's stages into `out`, recording each one."""
 
     def __init__(self, files: Files, recipe: Recipe, out: str | Path, *, device="cpu",
-                 progress: bool = True, log=None, command_prefix: str = "factgpt") -> None:
+                 progress: bool = True, log=None, command_prefix: str = "factgpt",
+                 checkpoint_every: int = 200) -> None:
         self.files, self.recipe = files, recipe
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -143,6 +162,7 @@ class TableRun:
         self.progress = progress
         self.say = log or (lambda *_: None)
         self.prefix = command_prefix
+        self.checkpoint_every = checkpoint_every  # steps between resume points of a training stage
         self.records_path = self.out / "stages.json"
         self.records: dict = json.loads(self.records_path.read_text()) if self.records_path.exists() else {}
         self.corpus = CharCorruptionDataset(read_text(files.corpus), BLOCK_SIZE, source=files.corpus)
@@ -164,22 +184,29 @@ class TableRun:
                                    hint="use another --out, or delete the folder to start over")
             self.say(f"{key}: done earlier, skipped")
             return ckpt
-        self.say(f"{key}: {tconf.max_epochs} epochs")
-        t0 = time.perf_counter()
-        st = Trainer(model, dataset, tconf, device=self.device, progress=self.progress).train()
-        seconds = time.perf_counter() - t0
-        save_checkpoint(ckpt, model, self.corpus.vocab, {"stage": key, "epochs": st.epoch, "steps": st.step})
-        self._record(key, command=command, seconds=round(seconds, 1), train=asdict(tconf),
+        resuming = resume_path_for(ckpt).exists()
+        self.say(f"{key}: {tconf.max_epochs} epochs" + (" (resuming from its last resume point)" if resuming else ""))
+        # run_training writes a resume point every `checkpoint_every` steps beside the checkpoint and
+        # continues from it, so an interrupted stage loses at most that many steps.
+        done = run_training(model, dataset, tconf, self.corpus, ckpt, stage=key, device=self.device,
+                            progress=self.progress, checkpoint_every=self.checkpoint_every, resume=True)
+        st = done.state
+        # st.seconds is the training time summed over every process that worked on the stage
+        self._record(key, command=command, seconds=round(st.seconds, 1), train=asdict(tconf),
                      model=model.config.identity(), losses=st.losses, tokens=st.tokens,
-                     examples=st.examples)
+                     examples=st.examples, resumed_from_step=done.resumed_from)
         return ckpt
 
     def baseline(self) -> RowResult:
         guess = most_frequent_answer(read_questions(self.files.train, require_answers=True))
-        s = score(self.questions, [guess] * len(self.questions))
+        preds = [guess] * len(self.questions)
+        s = score(self.questions, preds)
         self._record("baseline", command=f"most frequent training answer: {guess!r}", seconds=0.0,
                      answer=guess)
-        return RowResult("baseline", 0, s.correct, s.total, 0.0)
+        return RowResult("baseline", 0, s.correct, s.total, 0.0, self._spread(preds))
+
+    def _spread(self, predictions: list[str]) -> Spread:
+        return spread(predictions, [q.answer for q in self.questions])
 
     def trained_row(self, key: str, seed: int) -> RowResult:
         r, f = self.recipe, self.files
@@ -193,7 +220,6 @@ class TableRun:
         t0 = time.perf_counter()
         if key.endswith("_pretrain"):
             torch.manual_seed(seed)
-            self.corpus.reseed(seed)
             epochs = r.perceiver_pretrain_epochs if perceiver and r.perceiver_pretrain_epochs else r.pretrain_epochs
             final = int(r.pretrain_final_epochs * epochs / r.pretrain_epochs * len(self.corpus) * BLOCK_SIZE)
             tconf = TrainConfig(max_epochs=epochs, batch_size=r.pretrain_batch,
@@ -213,14 +239,16 @@ class TableRun:
                + f"--writing_params_path {tag}.finetune --max_epochs {epochs} --batch_size {r.finetune_batch} "
                f"--finetune_lr {r.finetune_lr} {dims}")
         ft_ckpt = self._train(f"{tag}.finetune", model, self.names, tconf, cmd)
-        model = load_checkpoint(ft_ckpt).build_model().to(self.device)
         eval_key = f"{tag}.evaluate"
-        if eval_key in self.records:
+        preds_path = self.out / f"{tag}.{f.eval.stem}.predictions"
+        if eval_key in self.records and preds_path.exists():
             rec = self.records[eval_key]
-            return RowResult(key, seed, rec["correct"], rec["total"], time.perf_counter() - t0)
+            preds = preds_path.read_text(encoding="utf-8").splitlines()
+            return RowResult(key, seed, rec["correct"], rec["total"], time.perf_counter() - t0, self._spread(preds))
         te = time.perf_counter()
+        model = load_checkpoint(ft_ckpt).build_model().to(self.device)
         preds = predict(model, self.questions, self.corpus.vocab, source=f.eval)
-        atomic_write_text(self.out / f"{tag}.{f.eval.stem}.predictions", "".join(p + "\n" for p in preds))
+        atomic_write_text(preds_path, "".join(p + "\n" for p in preds))
         for extra in f.extra_eval:
             qs = read_questions(extra)
             extra_preds = predict(model, qs, self.corpus.vocab, source=extra)
@@ -229,7 +257,7 @@ class TableRun:
         self._record(eval_key, command=f"{self.prefix} evaluate {variant} {f.corpus} --reading_params_path "
                      f"{tag}.finetune --eval_corpus_path {f.eval} {dims}", seconds=round(time.perf_counter() - te, 1),
                      correct=s.correct, total=s.total)
-        return RowResult(key, seed, s.correct, s.total, time.perf_counter() - t0)
+        return RowResult(key, seed, s.correct, s.total, time.perf_counter() - t0, self._spread(preds))
 
     def run(self, seeds: int = 1, rows=("baseline", "vanilla_nopretrain", "vanilla_pretrain",
                                         "perceiver_pretrain")) -> list[RowResult]:
@@ -251,13 +279,24 @@ def summarize(results: list[RowResult]) -> list[dict]:
         pcts = [r.percent for r in rs]
         out.append({"key": key, "title": ROW_TITLES[key], "seeds": len(rs), "mean": statistics.mean(pcts),
                     "sd": statistics.stdev(pcts) if len(pcts) > 1 else 0.0, "correct": rs[0].correct,
-                    "total": rs[0].total, "interval": wilson(rs[0].correct, rs[0].total), "all": pcts})
+                    "total": rs[0].total, "interval": wilson(rs[0].correct, rs[0].total), "all": pcts,
+                    "spread": rs[0].spread})
     return out
 
 
+def compare(s: dict, published: tuple[int, int]) -> str:
+    """Our row against the published figure: the difference in points, and whether the published
+    figure lies inside our 95% interval (outside: more than one run's noise apart)."""
+    c, t = published
+    diff = s["mean"] - 100 * c / t
+    lo, hi = s["interval"]
+    inside = lo <= 100 * c / t <= hi
+    return f"{diff:+.1f} points ({'within' if inside else 'OUTSIDE'} our interval)"
+
+
 def format_table(summary: list[dict], published: dict | None = None) -> str:
-    head = "| model | accuracy | 95% interval |" + (" published |" if published else "")
-    lines = [head, "|---|---|---|" + ("---|" if published else "")]
+    head = "| model | accuracy | 95% interval |" + (" published | difference |" if published else "")
+    lines = [head, "|---|---|---|" + ("---|---|" if published else "")]
     for s in summary:
         acc = f"{s['mean']:.1f}%"
         if s["seeds"] > 1:
@@ -269,8 +308,19 @@ def format_table(summary: list[dict], published: dict | None = None) -> str:
         if published:
             c, t = published[s["key"]]
             plo, phi = wilson(c, t)
-            line += f" {100 * c / t:.1f}% ({c}/{t}; {plo:.1f}–{phi:.1f}%) |"
+            line += f" {100 * c / t:.1f}% ({c}/{t}; {plo:.1f}–{phi:.1f}%) | {compare(s, (c, t))} |"
         lines.append(line)
+    return "\n".join(lines)
+
+
+def format_spread(summary: list[dict]) -> str:
+    lines = ["| model | different answers | most frequent answer | correct answers among its 5 most frequent |",
+             "|---|---|---|---|"]
+    for s in summary:
+        sp: Spread | None = s.get("spread")
+        if sp is not None:
+            lines.append(f"| {s['title']} | {sp.distinct} | {sp.top!r}, {sp.top_count} of {s['total']} | "
+                         f"{sp.correct_in_top5} of {s['correct']} |")
     return "\n".join(lines)
 
 
@@ -309,7 +359,14 @@ def write_report(out: str | Path, summary: list[dict], records: dict, *, title: 
     fig.savefig(out / "accuracy.png", dpi=120)
     plt.close(fig)
 
-    lines = [f"# {title}", "", budget_note, "", format_table(summary, published), "",
+    misses = [s["title"] for s in summary if published and "OUTSIDE" in compare(s, published[s["key"]])]
+    verdict = ([f"Outside our 95% interval, so more than the noise of {summary[0]['total']} questions apart: "
+                + "; ".join(misses) + ". A shorter budget than the reference's is the first suspect; the "
+                "loss curves below show how far each stage got."] if misses else [])
+    lines = [f"# {title}", "", budget_note, "", format_table(summary, published), "", *verdict, "",
+             "## What the models answer", "",
+             "A model that retrieves facts gives many different answers; one that answers from the prior "
+             "repeats a few, and its correct answers are among them.", "", format_spread(summary), "",
              "![accuracy](accuracy.png)", "", "![loss curves](loss_curves.png)", "", "## Stages", "",
              "| stage | wall time | command | commit | machine |", "|---|---|---|---|---|"]
     for key, rec in records.items():
@@ -319,6 +376,19 @@ def write_report(out: str | Path, summary: list[dict], records: dict, *, title: 
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def budget_note(recipe: Recipe, seeds: int, questions: int) -> str:
+    """One paragraph saying how far the recipe is from the reference's (the `full` budget)."""
+    full = BUDGETS["full"]
+    share = 100 * recipe.pretrain_epochs / full.pretrain_epochs
+    perceiver = recipe.perceiver_pretrain_epochs or recipe.pretrain_epochs
+    return (f"Budget `{recipe.name}`: pretraining {recipe.pretrain_epochs} epochs ({share:.3g}% of the reference's "
+            f"{full.pretrain_epochs}; perceiver {perceiver}, m = {recipe.bottleneck_dim}), cosine learning rate "
+            f"reaching its floor after {recipe.pretrain_final_epochs:g} epochs' tokens (reference: "
+            f"{full.pretrain_final_epochs:g}); finetuning {recipe.finetune_epochs} epochs after pretraining and "
+            f"{recipe.finetune_epochs_scratch} without; {recipe.precision}; {seeds} seed(s); dev accuracy on "
+            f"{questions} questions, greedy decoding.")
 
 
 def with_budget(name: str, **overrides) -> Recipe:
