@@ -50,3 +50,27 @@ def _seed():
 
 def need(path: Path):
     return pytest.mark.skipif(not path.exists(), reason=f"{path} not present")
+
+
+def same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    """Two state dicts with the same names and bit-identical tensors."""
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def crash_training_after_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+    """Make every Trainer.train raise KeyboardInterrupt right after it writes the resume point of
+    `step`, as a run killed there would leave it; `monkeypatch.undo()` trains normally again."""
+    import factgpt.train as train_mod
+    real = train_mod.Trainer.train
+
+    def crashing(self):
+        save = self.on_checkpoint
+
+        def save_then_crash(trainer):
+            save(trainer)
+            if trainer.state.step == step:
+                raise KeyboardInterrupt
+        self.on_checkpoint = save_then_crash
+        return real(self)
+
+    monkeypatch.setattr(train_mod.Trainer, "train", crashing)

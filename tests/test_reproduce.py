@@ -1,13 +1,14 @@
-"""The table runner: an interrupted training stage resumes from its last resume point."""
+"""The table runner: an interrupted training stage resumes from its last resume point; the
+report's comparison with the published figures and its answer spread."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
-import factgpt.train as train_mod
 from factgpt.checkpoint import load_checkpoint, resume_path_for
 from factgpt.reproduce import Files, Recipe, TableRun, compare, spread, wilson
+
+from conftest import crash_training_after_step, same_tensors
 
 RECIPE = Recipe("test", n_layer=1, n_head=2, n_embd=16, dropout=0.1, bottleneck_dim=8, pretrain_epochs=3,
                 pretrain_batch=2, pretrain_final_epochs=3, finetune_epochs=1, finetune_batch=4)
@@ -23,35 +24,22 @@ def test_interrupted_stage_resumes_from_its_resume_point(tiny_files, tmp_path, m
     files = Files(tiny_files["corpus"], tiny_files["train"], tiny_files["dev"])
     _run(files, tmp_path / "whole")
 
-    real = train_mod.Trainer.train
-
-    def crash_at_step_4(self):
-        cb = self.on_checkpoint
-
-        def crash_after(trainer):
-            cb(trainer)
-            if trainer.state.step == 4:
-                raise KeyboardInterrupt
-        self.on_checkpoint = crash_after
-        return real(self)
-
-    monkeypatch.setattr(train_mod.Trainer, "train", crash_at_step_4)
+    crash_training_after_step(monkeypatch, 4)
     part = tmp_path / "part"
     with pytest.raises(KeyboardInterrupt):
         _run(files, part)
     stage = part / "vanilla_pretrain_seed0.pretrain.safetensors"
     assert resume_path_for(stage).exists() and not stage.exists()
 
-    monkeypatch.setattr(train_mod.Trainer, "train", real)
+    monkeypatch.undo()
     said = []
     run = _run(files, part, log=said.append)
     assert any("resuming" in s for s in said), said
     assert run.records["vanilla_pretrain_seed0.pretrain"]["resumed_from_step"] == 4
     assert not resume_path_for(stage).exists()
     for name in ("vanilla_pretrain_seed0.pretrain", "vanilla_pretrain_seed0.finetune"):
-        a = load_checkpoint(tmp_path / "whole" / f"{name}.safetensors").state_dict
-        b = load_checkpoint(part / f"{name}.safetensors").state_dict
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+        assert same_tensors(load_checkpoint(tmp_path / "whole" / f"{name}.safetensors").state_dict,
+                            load_checkpoint(part / f"{name}.safetensors").state_dict), name
     whole = (tmp_path / "whole" / "vanilla_pretrain_seed0.dev.predictions").read_text()
     assert (part / "vanilla_pretrain_seed0.dev.predictions").read_text() == whole
 

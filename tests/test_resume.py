@@ -9,22 +9,17 @@ import sys
 import time
 
 import pytest
-import torch
 
 from factgpt.checkpoint import load_checkpoint, resume_path_for
 from factgpt.cli import main
 
-from conftest import TINY
+from conftest import TINY, crash_training_after_step, same_tensors
 
 TRAIN = ["--max_epochs", "6", "--batch_size", "2"]
 
 
 def _params(path):
     return load_checkpoint(path).state_dict
-
-
-def _same(a, b):
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("path", ["fast", "reference"])
@@ -35,41 +30,26 @@ def test_same_seed_same_result(tiny_files, tmp_path, capsys, path):
         assert main(["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, *TRAIN, "--path", path,
                      "--writing_params_path", str(out)]) == 0
         outs.append(out)
-    assert _same(_params(outs[0]), _params(outs[1]))
+    assert same_tensors(_params(outs[0]), _params(outs[1]))
     assert load_checkpoint(outs[0]).progress["final_loss"] == load_checkpoint(outs[1]).progress["final_loss"]
 
 
-def test_resume_continues_exactly(tiny_files, tmp_path, capsys):
+def test_resume_continues_exactly(tiny_files, tmp_path, capsys, monkeypatch):
     """Stopping after a resume point and resuming gives the uninterrupted run's parameters."""
     common = ["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--batch_size", "2"]
     full = tmp_path / "full.safetensors"
     assert main([*common, "--max_epochs", "6", "--writing_params_path", str(full)]) == 0
     part = tmp_path / "part.safetensors"
     # run 6 epochs but "crash" after the resume point of step 9 (mid-epoch: 5 batches an epoch)
-    import factgpt.train as train_mod
-    real = train_mod.Trainer.train
-
-    def crashing(self):
-        cb = self.on_checkpoint
-
-        def crash_after(trainer):
-            cb(trainer)
-            if trainer.state.step == 9:
-                raise KeyboardInterrupt
-        self.on_checkpoint = crash_after
-        return real(self)
-
-    train_mod.Trainer.train = crashing
-    try:
-        code = main([*common, "--max_epochs", "6", "--checkpoint_every", "3", "--writing_params_path", str(part)])
-        assert code == 130
-    finally:
-        train_mod.Trainer.train = real
+    crash_training_after_step(monkeypatch, 9)
+    code = main([*common, "--max_epochs", "6", "--checkpoint_every", "3", "--writing_params_path", str(part)])
+    assert code == 130
+    monkeypatch.undo()
     assert resume_path_for(part).exists() and not part.exists()
     assert main([*common, "--max_epochs", "6", "--checkpoint_every", "3", "--resume",
                  "--writing_params_path", str(part)]) == 0
     assert "resumed at step 9" in capsys.readouterr().err
-    assert _same(_params(full), _params(part))
+    assert same_tensors(_params(full), _params(part))
     assert not resume_path_for(part).exists()  # finished runs leave no resume point
 
 
@@ -96,29 +76,16 @@ def test_kill_minus_9_then_resume(tiny_files, tmp_path):
     full = tmp_path / "full.safetensors"
     r2 = subprocess.run([*args[:-1], str(full)], capture_output=True, text=True, timeout=600)
     assert r2.returncode == 0, r2.stderr
-    assert _same(_params(out), _params(full))
+    assert same_tensors(_params(out), _params(full))
 
 
-def test_resume_with_other_flags_is_refused(tiny_files, tmp_path, capsys):
+def test_resume_with_other_flags_is_refused(tiny_files, tmp_path, capsys, monkeypatch):
     out = tmp_path / "r.safetensors"
     common = ["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--batch_size", "2",
               "--writing_params_path", str(out), "--checkpoint_every", "2"]
-    import factgpt.train as train_mod
-    real = train_mod.Trainer.train
-
-    def stop(self):
-        save = self.on_checkpoint
-
-        def save_then_stop(trainer):
-            save(trainer)
-            raise KeyboardInterrupt
-        self.on_checkpoint = save_then_stop
-        return real(self)
-    train_mod.Trainer.train = stop
-    try:
-        main([*common, "--max_epochs", "3"])
-    finally:
-        train_mod.Trainer.train = real
+    crash_training_after_step(monkeypatch, 2)  # stop at the first resume point
+    main([*common, "--max_epochs", "3"])
+    monkeypatch.undo()
     capsys.readouterr()
     assert resume_path_for(out).exists()
     assert main([*common, "--max_epochs", "4", "--resume"]) == 1
