@@ -28,10 +28,10 @@ def test_every_category():
                  q("Dan Raye", "Doha"), q("Cy Dunn", "Bern"), q("Ann Lee", "Paris")]
     preds = ["Paris", "Kyoto", "Lima", "Cairo", "Riga", "London", "Nowhere"]
     a = analyze(questions, preds, CORPUS, FINETUNE, k_prior=1)
-    cats = [r["category"] for r in a.rows]
+    cats = [r.category for r in a.rows]
     assert cats == ["correct", "no_document", "in_own_document", "similar_name", "similar_name", "prior", "other"]
-    assert a.rows[3]["similar_person"] == "Bobby Stones"  # the most similar name, from the corpus
-    assert a.rows[4]["similar_person"] == "Dan Ray"  # from the finetuning set
+    assert a.rows[3].similar_person == "Bobby Stones"  # the most similar name, from the corpus
+    assert a.rows[4].similar_person == "Dan Ray"  # from the finetuning set
     assert a.counts == {"correct": 1, "no_document": 1, "in_own_document": 1, "similar_name": 2, "prior": 1,
                         "other": 1}
     assert a.n_wrong == 6 and a.similar_rate == 2 / 6 and 0 <= a.chance_rate < a.similar_rate
@@ -40,9 +40,9 @@ def test_every_category():
 def test_calibration_buckets():
     questions = [q("Ann Lee", "Paris"), q("Bob Stone", "Oslo")]
     a = analyze(questions, ["Paris", "Rome"], CORPUS, confidences=[0.9, 0.1])
-    by = {b["bucket"]: b for b in a.calibration}
-    assert by["0.8-1.0"]["n"] == 1 and by["0.8-1.0"]["accuracy"] == 1.0
-    assert by["0.0-0.2"]["accuracy"] == 0.0
+    by = {b.bucket: b for b in a.calibration}
+    assert by["0.8-1.0"].n == 1 and by["0.8-1.0"].accuracy == 1.0
+    assert by["0.0-0.2"].accuracy == 0.0
 
 
 def test_trigrams_are_case_blind():

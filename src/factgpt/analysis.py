@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
+from factgpt.checkpoint import atomic_write_text
 from factgpt.data import MASK_CHAR, MASK_ID, Question, Vocab
 from factgpt.model import GPT
 
@@ -133,7 +134,7 @@ def trigrams(name: str) -> set[str]:
 class NameIndex:
     """Most similar name by Jaccard similarity of character trigrams, through an inverted index."""
 
-    def __init__(self, entries: list[Person]) -> None:
+    def __init__(self, entries: list[KnownPerson]) -> None:
         self.entries = entries
         self.grams = [trigrams(e.name) for e in entries]
         self.index: dict[str, list[int]] = defaultdict(list)
@@ -155,7 +156,7 @@ class NameIndex:
 
 
 @dataclass(frozen=True)
-class Person:
+class KnownPerson:
     """Someone the model may have learnt about: a finetuning pair or a pretraining document."""
     name: str
     birthplace: str | None = None  # known for finetuning people
@@ -169,13 +170,78 @@ class Person:
 
 
 @dataclass
+class CategorizedAnswer:
+    """One question's prediction and the category it falls in."""
+    person: str  # the NAME the question asks about
+    gold: str  # the correct birthplace
+    prediction: str  # the model's answer
+    category: str  # one of CATEGORIES
+    similar_person: str | None  # the most similar other name, None if no name shares a trigram
+
+
+@dataclass
+class CalibrationBucket:
+    """Questions whose answer the model gave a probability in [lo, hi)."""
+    bucket: str  # "lo-hi", e.g. "0.8-1.0"
+    n: int  # questions in the bucket
+    accuracy: float | None  # share of them answered correctly; None for an empty bucket
+    mean_confidence: float | None  # mean model probability of the answers; None for an empty bucket
+
+
+@dataclass
 class Analysis:
-    rows: list[dict]  # one per question: person, gold, prediction, category, similar person
+    rows: list[CategorizedAnswer]  # one per question, in order
     counts: dict[str, int]
     similar_rate: float  # wrong answers matching the most similar person
     chance_rate: float  # wrong answers matching a random person
     n_wrong: int
-    calibration: list[dict] = field(default_factory=list)
+    calibration: list[CalibrationBucket] = field(default_factory=list)
+
+
+def known_people(finetune: list[Question], docs: list[str]) -> list[KnownPerson]:
+    """Everyone in the training data: the finetuning people, then the pretraining documents."""
+    entries = [KnownPerson(person_of(q.question), birthplace=q.answer) for q in finetune]
+    entries += [KnownPerson(document_name(d), document=d) for d in docs]
+    return entries
+
+
+def prior_answers(finetune: list[Question], k: int) -> set[str]:
+    """The k most frequent finetuning answers."""
+    return {a for a, _ in Counter(q.answer for q in finetune if q.answer).most_common(k)}
+
+
+def categorize(gold: str, pred: str, own: list[str], similar: KnownPerson | None, prior: set[str]) -> str:
+    """The first matching category of CATEGORIES (see the module docstring)."""
+    if pred == gold:
+        return "correct"
+    if not own:
+        return "no_document"
+    if pred and any(pred in d for d in own):
+        return "in_own_document"
+    if similar and similar.matches(pred):
+        return "similar_name"
+    if pred in prior:
+        return "prior"
+    return "other"
+
+
+def chance_match(entries: list[KnownPerson], pred: str, rng: random.Random, draws: int = 50) -> float:
+    """Share of `draws` random people that `pred` matches."""
+    # the chance rate is an average over many random people
+    return sum(entries[rng.randrange(len(entries))].matches(pred) for _ in range(draws)) / draws
+
+
+def calibration_buckets(rows: list[CategorizedAnswer], confidences: list[float]) -> list[CalibrationBucket]:
+    """Accuracy against the model's confidence, in buckets of width 0.2."""
+    out = []
+    edges = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0001]
+    for lo, hi in zip(edges, edges[1:]):
+        sel = [r.category == "correct" for r, c in zip(rows, confidences) if lo <= c < hi]
+        mean_conf = [c for c in confidences if lo <= c < hi]
+        out.append(CalibrationBucket(f"{lo:.1f}-{min(hi, 1.0):.1f}", len(sel),
+                                     sum(sel) / len(sel) if sel else None,
+                                     sum(mean_conf) / len(mean_conf) if mean_conf else None))
+    return out
 
 
 def analyze(questions: list[Question], predictions: list[str], pretrain_text: str,
@@ -185,10 +251,9 @@ def analyze(questions: list[Question], predictions: list[str], pretrain_text: st
         raise ValueError(f"{len(predictions)} predictions for {len(questions)} questions")
     docs = biographies(pretrain_text)
     finetune = finetune or []
-    entries = [Person(person_of(q.question), birthplace=q.answer) for q in finetune]
-    entries += [Person(document_name(d), document=d) for d in docs]
+    entries = known_people(finetune, docs)
     index = NameIndex(entries)
-    prior = {a for a, _ in Counter(q.answer for q in finetune if q.answer).most_common(k_prior)}
+    prior = prior_answers(finetune, k_prior)
     rng = random.Random(seed)
 
     rows, counts = [], Counter()
@@ -198,36 +263,14 @@ def analyze(questions: list[Question], predictions: list[str], pretrain_text: st
         own = own_documents(name, docs)
         sim = index.most_similar(name, exclude=name)
         similar = entries[sim] if sim is not None else None
-        wrong = pred != q.answer
-        if wrong and pred:
+        if pred != q.answer and pred:
             n_wrong += 1
             similar_hits += bool(similar and similar.matches(pred))
-            draws = 50  # the chance rate is an average over many random people
-            chance_hits += sum(entries[rng.randrange(len(entries))].matches(pred) for _ in range(draws)) / draws
-        if not wrong:
-            cat = "correct"
-        elif not own:
-            cat = "no_document"
-        elif pred and any(pred in d for d in own):
-            cat = "in_own_document"
-        elif similar and similar.matches(pred):
-            cat = "similar_name"
-        elif pred in prior:
-            cat = "prior"
-        else:
-            cat = "other"
+            chance_hits += chance_match(entries, pred, rng)
+        cat = categorize(q.answer, pred, own, similar, prior)
         counts[cat] += 1
-        rows.append({"person": name, "gold": q.answer, "prediction": pred, "category": cat,
-                     "similar_person": similar.name if similar else None})
-    calibration = []
-    if confidences is not None:
-        edges = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0001]
-        for lo, hi in zip(edges, edges[1:]):
-            sel = [r["category"] == "correct" for r, c in zip(rows, confidences) if lo <= c < hi]
-            mean_conf = [c for c in confidences if lo <= c < hi]
-            calibration.append({"bucket": f"{lo:.1f}-{min(hi, 1.0):.1f}", "n": len(sel),
-                                "accuracy": sum(sel) / len(sel) if sel else None,
-                                "mean_confidence": sum(mean_conf) / len(mean_conf) if mean_conf else None})
+        rows.append(CategorizedAnswer(name, q.answer, pred, cat, similar.name if similar else None))
+    calibration = calibration_buckets(rows, confidences) if confidences is not None else []
     return Analysis(rows, {c: counts.get(c, 0) for c in CATEGORIES},
                     similar_hits / n_wrong if n_wrong else 0.0, chance_hits / n_wrong if n_wrong else 0.0,
                     n_wrong, calibration)
@@ -242,20 +285,26 @@ def summary_markdown(a: Analysis, *, examples: int = 3, title: str = "Where the 
               f"{100 * a.similar_rate:.1f}% match the birthplace or a place in the document of the person with the "
               f"most similar name; a random person's gives {100 * a.chance_rate:.1f}% (chance baseline).", ""]
     for c in CATEGORIES:
-        ex = [r for r in a.rows if r["category"] == c][:examples]
+        ex = [r for r in a.rows if r.category == c][:examples]
         if ex:
             lines.append(f"**{c}**: " + "; ".join(
-                f"{r['person']}: {r['prediction']!r} (gold {r['gold']!r}"
-                + (f", similar: {r['similar_person']}" if c == "similar_name" else "") + ")" for r in ex))
+                f"{r.person}: {r.prediction!r} (gold {r.gold!r}"
+                + (f", similar: {r.similar_person}" if c == "similar_name" else "") + ")" for r in ex))
             lines.append("")
     if a.calibration:
         lines += ["## Calibration (model probability of its own answer)", "",
                   "| confidence | questions | accuracy | mean confidence |", "|---|---|---|---|"]
         for b in a.calibration:
-            acc = "-" if b["accuracy"] is None else f"{100 * b['accuracy']:.1f}%"
-            mc = "-" if b["mean_confidence"] is None else f"{b['mean_confidence']:.2f}"
-            lines.append(f"| {b['bucket']} | {b['n']} | {acc} | {mc} |")
+            acc = "-" if b.accuracy is None else f"{100 * b.accuracy:.1f}%"
+            mc = "-" if b.mean_confidence is None else f"{b.mean_confidence:.2f}"
+            lines.append(f"| {b.bucket} | {b.n} | {acc} | {mc} |")
     return "\n".join(lines) + "\n"
+
+
+def write_categories_tsv(a: Analysis, path) -> None:
+    """One line per question: person, gold, prediction, category, similar person (None if none)."""
+    atomic_write_text(path, "person\tgold\tprediction\tcategory\tsimilar_person\n" + "".join(
+        f"{r.person}\t{r.gold}\t{r.prediction}\t{r.category}\t{r.similar_person}\n" for r in a.rows))
 
 
 def write_chart(a: Analysis, path) -> None:

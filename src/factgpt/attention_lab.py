@@ -79,44 +79,51 @@ def weights_one_head(q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     return torch.softmax(keys @ q, dim=-1)
 
 
-def run_lab(*, d: int = 64, n: int = 8, samples: int = 2000, seed: int = 0, eps: float = 0.01,
-            noise: float = 1e-6):
-    """Build every setting, measure, and return (checks, data for the figures)."""
-    g = torch.Generator().manual_seed(seed)
-    checks: list[Check] = []
-    data: dict = {"d": d, "n": n, "eps": eps}
-    K = orthonormal(n, d, g)  # keys = values, orthonormal: weight on v_i is c . v_i
-    j, a, b = 0, 1, 2
+def sample_keys(mu: torch.Tensor, samples: int, var: float, g: torch.Generator,
+                along: int | None = None) -> torch.Tensor:
+    """(samples, n, d) keys drawn around their means mu (n, d) with isotropic variance var; with
+    `along`, key `along` also gets + 1/2 mu mu^T covariance (a random multiple of its mean)."""
+    n, d = mu.shape
+    keys = mu[None] + math.sqrt(var) * torch.randn(samples, n, d, generator=g, dtype=torch.float64)
+    if along is not None:  # + 1/2 mu_a mu_a^T: k_a picks up a random multiple of mu_a
+        z = torch.randn(samples, generator=g, dtype=torch.float64) * math.sqrt(0.5)
+        keys[:, along] += z[:, None] * mu[along][None]
+    return keys
 
-    # (a) copying, through the real layer
-    betas = [0.25 * i for i in range(0, 61)]  # 0 .. 15
+
+def check_copying(K: torch.Tensor, betas: list[float], eps: float, j: int = 0) -> tuple[Check, dict]:
+    """(a) q = beta k_j copies v_j, through the real layer."""
+    n = K.shape[0]
     alpha_copy = [float(layer_output(K, K[j], beta) @ K[j]) for beta in betas]
-    data["betas"], data["alpha_copy"] = betas, alpha_copy
     thr = copy_threshold(n, eps)
     measured_thr = next(beta for beta, al in zip(betas, alpha_copy) if al >= 1 - eps)
     c = layer_output(K, K[j], measured_thr)
     rel = float((c - K[j]).norm() / K[j].norm())
-    checks.append(Check(
+    return Check(
         "(a) q = beta k_j copies v_j",
         f"alpha_j >= {1 - eps} and |c - v_j|/|v_j| <= {2 * eps} once beta >= ln((n-1)(1-eps)/eps) = {thr:.2f}",
         f"alpha_j reaches {1 - eps} at beta = {measured_thr:.2f} (sweep step 0.25); there |c - v_j|/|v_j| = {rel:.4f}",
-        measured_thr <= math.ceil(thr * 4) / 4 + 1e-9 and rel <= 2 * eps))
+        measured_thr <= math.ceil(thr * 4) / 4 + 1e-9 and rel <= 2 * eps), {"betas": betas, "alpha_copy": alpha_copy}
 
-    # (b) averaging, through the real layer
+
+def check_averaging(K: torch.Tensor, betas: list[float], eps: float, a: int = 1, b: int = 2) -> tuple[Check, dict]:
+    """(b) q = beta (k_a + k_b) averages v_a and v_b, through the real layer."""
+    n = K.shape[0]
     alpha_avg = [float(layer_output(K, K[a] + K[b], beta) @ K[a]) for beta in betas]
-    data["alpha_avg"] = alpha_avg
     thr_avg = average_threshold(n, eps)
     beta_avg = next(beta for beta, al in zip(betas, alpha_avg) if 2 * al >= 1 - eps)
     c = layer_output(K, K[a] + K[b], beta_avg)
     target = (K[a] + K[b]) / 2
     rel_avg = float((c - target).norm() / target.norm())
-    checks.append(Check(
+    return Check(
         "(b) q = beta (k_a + k_b) averages v_a and v_b",
         f"|c - (v_a+v_b)/2| / |(v_a+v_b)/2| <= {2 * eps} once beta >= ln((n-2)(1-eps)/(2 eps)) = {thr_avg:.2f}",
         f"alpha_a + alpha_b reaches {1 - eps} at beta = {beta_avg:.2f}; relative error {rel_avg:.4f}",
-        beta_avg <= math.ceil(thr_avg * 4) / 4 + 1e-9 and rel_avg <= 2 * eps))
+        beta_avg <= math.ceil(thr_avg * 4) / 4 + 1e-9 and rel_avg <= 2 * eps), {"alpha_avg": alpha_avg}
 
-    # (b) M = A^T recovers v_a's coordinates
+
+def check_recovery(d: int, g: torch.Generator) -> tuple[Check, dict]:
+    """(b) M = A^T recovers v_a's coordinates from s = v_a + v_b (orthogonal subspaces A, B)."""
     k = d // 4
     basis = orthonormal(2 * k, d, g)
     A, B = basis[:k].T, basis[k:].T  # (d, k) orthonormal columns, mutually orthogonal
@@ -129,28 +136,20 @@ def run_lab(*, d: int = 64, n: int = 8, samples: int = 2000, seed: int = 0, eps:
         Bt = torch.linalg.qr(B + o * A)[0]
         vbt = Bt @ torch.randn(k, generator=g, dtype=torch.float64)
         errs.append(float((A.T @ (va + vbt) - coeff_a).norm() / coeff_a.norm()))
-    data["overlaps"], data["recovery_errors"] = overlaps, errs
-    checks.append(Check(
+    return Check(
         "(b) M = A^T recovers v_a from s = v_a + v_b",
         "|M s - coordinates of v_a| / |coordinates| <= 1e-12 (float64) when span A is orthogonal to span B",
         f"relative error {err:.1e}; it grows to {errs[-1]:.2f} when B is tilted towards A by 0.3",
-        err <= 1e-12))
+        err <= 1e-12), {"overlaps": overlaps, "recovery_errors": errs}
 
-    # (c) and (d): sampled keys
-    beta = 2 * thr_avg  # well inside the averaging regime for these n and eps
-    data["beta_cd"] = beta
-    mu = K
 
-    def sample(cov_along_mean: bool, var: float = noise) -> torch.Tensor:
-        keys = mu[None] + math.sqrt(var) * torch.randn(samples, n, d, generator=g, dtype=torch.float64)
-        if cov_along_mean:  # + 1/2 mu_a mu_a^T: k_a picks up a random multiple of mu_a
-            z = torch.randn(samples, generator=g, dtype=torch.float64) * math.sqrt(0.5)
-            keys[:, a] += z[:, None] * mu[a][None]
-        return keys
-
+def sampled_weights(mu: torch.Tensor, beta: float, samples: int, noise: float, g: torch.Generator,
+                    a: int = 1, b: int = 2) -> dict:
+    """The measurements behind (c) and (d): the weight on v_a of one head (q = beta (mu_a + mu_b))
+    and of two heads (q1 = beta mu_a, q2 = beta mu_b) over sampled keys, isotropic and along mu_a."""
     results = {}
-    for name, along in (("isotropic", False), ("along mu_a", True)):
-        keys = sample(along)
+    for name, along in (("isotropic", None), ("along mu_a", a)):
+        keys = sample_keys(mu, samples, noise, g, along)
         one = weights_one_head(beta * (mu[a] + mu[b]), keys)  # (S, n)
         w_a_one = one[:, a]  # values orthonormal: c . v_a
         h1 = weights_one_head(beta * mu[a], keys)[:, a]
@@ -158,33 +157,62 @@ def run_lab(*, d: int = 64, n: int = 8, samples: int = 2000, seed: int = 0, eps:
         w_a_two = (h1 + h2) / 2  # two heads, outputs averaged: weight on v_a
         gamma = keys[:, a] @ mu[a]
         results[name] = {"one": w_a_one, "two": w_a_two, "gamma": gamma}
-    data["cd"] = results
-    iso, cov = results["isotropic"], results["along mu_a"]
-    loose = weights_one_head(beta * (mu[a] + mu[b]), sample(False, 1e-4))[:, a]  # alpha not so small
-    data["loose_dev"] = float((loose - 0.5).abs().max())
-    checks.append(Check(
+    loose = weights_one_head(beta * (mu[a] + mu[b]), sample_keys(mu, samples, 1e-4, g))[:, a]  # alpha not so small
+    return {"beta_cd": beta, "cd": results, "loose_dev": float((loose - 0.5).abs().max())}
+
+
+def check_isotropic_noise(data: dict, samples: int, noise: float) -> Check:
+    """(c) with tiny isotropic key noise one head still averages."""
+    iso, beta = data["cd"]["isotropic"], data["beta_cd"]
+    return Check(
         "(c) tiny isotropic key noise: one head still averages",
         "every sample puts 0.5 +/- 0.05 of its weight on v_a",
         f"weight on v_a: mean {iso['one'].mean():.3f}, max deviation {float((iso['one'] - 0.5).abs().max()):.4f} "
         f"over {samples} samples (alpha = {noise:g}); at alpha = 1e-4 (beta sqrt(alpha) = "
         f"{beta * 0.01:.2f}) it is {data['loose_dev']:.3f}",
-        float((iso["one"] - 0.5).abs().max()) <= 0.05))
+        float((iso["one"] - 0.5).abs().max()) <= 0.05)
+
+
+def check_swing(data: dict) -> Check:
+    """(c) with key noise along the mean one head swings between v_a and v_b."""
+    cov = data["cd"]["along mu_a"]
     swing = float(((cov["one"] > 0.9) | (cov["one"] < 0.1)).float().mean())
-    checks.append(Check(
+    return Check(
         "(c) k_a ~ N(mu_a, alpha I + 1/2 mu_a mu_a^T): one head swings between v_a and v_b",
         "the weight on v_a has std > 0.3 and most samples (> 50%) put > 0.9 or < 0.1 on v_a",
         f"std {cov['one'].std():.3f}; {100 * swing:.0f}% of samples past 0.9 or below 0.1 (gamma std "
         f"{cov['gamma'].std():.2f})",
-        float(cov["one"].std()) > 0.3 and swing > 0.5))
+        float(cov["one"].std()) > 0.3 and swing > 0.5)
+
+
+def check_two_heads(data: dict, n: int) -> Check:
+    """(d) two heads (q1 = beta mu_a, q2 = beta mu_b) remove the swing."""
+    cov, beta = data["cd"]["along mu_a"], data["beta_cd"]
     near = float(((cov["two"] - 0.5).abs() <= 0.05).float().mean())
     small_gamma = float((cov["gamma"] * beta < copy_threshold(n, 0.1)).float().mean())
-    checks.append(Check(
+    return Check(
         "(d) two heads (q1 = beta mu_a, q2 = beta mu_b) remove the swing",
         "std of the weight on v_a at most half of one head's, and >= 70% of samples within 0.05 of 0.5",
         f"std {cov['two'].std():.3f} (one head {cov['one'].std():.3f}); {100 * near:.0f}% within 0.05 of 0.5; "
         f"the rest are samples with gamma * beta too small for head 1 to copy ({100 * small_gamma:.0f}% have "
         f"gamma < {copy_threshold(n, 0.1) / beta:.2f})",
-        float(cov["two"].std()) <= float(cov["one"].std()) / 2 and near >= 0.7))
+        float(cov["two"].std()) <= float(cov["one"].std()) / 2 and near >= 0.7)
+
+
+def run_lab(*, d: int = 64, n: int = 8, samples: int = 2000, seed: int = 0, eps: float = 0.01,
+            noise: float = 1e-6):
+    """Build every setting, measure, and return (checks, data for the figures)."""
+    g = torch.Generator().manual_seed(seed)  # drawn from in order: K, (b) recovery, (c) and (d)
+    data: dict = {"d": d, "n": n, "eps": eps}
+    K = orthonormal(n, d, g)  # keys = values, orthonormal: weight on v_i is c . v_i
+    betas = [0.25 * i for i in range(0, 61)]  # 0 .. 15
+    checks: list[Check] = []
+    for check, found in (check_copying(K, betas, eps), check_averaging(K, betas, eps), check_recovery(d, g)):
+        checks.append(check)
+        data.update(found)
+    beta = 2 * average_threshold(n, eps)  # well inside the averaging regime for these n and eps
+    data.update(sampled_weights(K, beta, samples, noise, g))  # keys drawn around the means mu = K
+    checks += [check_isotropic_noise(data, samples, noise), check_swing(data), check_two_heads(data, n)]
     return checks, data
 
 

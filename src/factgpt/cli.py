@@ -403,7 +403,7 @@ def _sample(args) -> int:
 
 def _analyze(args) -> int:
     from factgpt import stages
-    from factgpt.analysis import analyze, answer_probability, summary_markdown, write_chart
+    from factgpt.analysis import analyze, answer_probability, summary_markdown, write_categories_tsv, write_chart
     from factgpt.checkpoint import atomic_write_text
     from factgpt.data import read_questions, read_text, split_lines
 
@@ -424,9 +424,7 @@ def _analyze(args) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "summary.md", text)
-        atomic_write_text(out / "categories.tsv", "person\tgold\tprediction\tcategory\tsimilar_person\n" + "".join(
-            f"{r['person']}\t{r['gold']}\t{r['prediction']}\t{r['category']}\t{r['similar_person']}\n"
-            for r in a.rows))
+        write_categories_tsv(a, out / "categories.tsv")
         write_chart(a, out / "categories.png")
     return 0
 
