@@ -2,12 +2,13 @@
 
 - `generate_reference`: the reference's utils.sample, one prompt at a time, the whole prefix
   recomputed at every step (cropped to the block size).
-- `generate_batched`: all prompts at once. The vanilla model uses a key/value cache with the
-  prompts left-padded (positions start at 0 at each prompt's first real id, padded keys masked
-  out); the perceiver recomputes the prefix each step with prompts right-padded (both variants
-  are causal, so padding after a prompt changes nothing before it). A row stops once it has
-  produced `stop_id`; the others go on. The predictions are those of the reference (tested on
-  ../shared/conformance).
+- `generate_batched`: all prompts at once, with a key/value cache and the prompts left-padded
+  (positions start at 0 at each prompt's first real id, padded keys masked out). Both variants
+  decode this way: in the column of the id at position p, the perceiver's cache keeps the
+  down-projection's keys/values of that id and the inner and up blocks' of latent p (masked out
+  when p >= m), all final once computed since latent p depends only on ids at positions <= p
+  (GPT.forward_cached). A row stops once it has produced `stop_id`; the others go on. The
+  predictions are those of the reference (tested on ../shared/conformance).
 """
 
 from __future__ import annotations
@@ -69,9 +70,8 @@ def generate_batched(model: GPT, prompts: list[list[int]], steps: int, *, stop_i
     fits.sort(key=lambda i: len(prompts[i]))
     for start in range(0, len(fits), batch_size):
         chunk = fits[start:start + batch_size]
-        run = _cached if not model.perceiver else _recompute
-        rows = run(model, [prompts[i] for i in chunk], steps, stop_id, temperature, top_k, sample,
-                   generator)
+        rows = _cached(model, [prompts[i] for i in chunk], steps, stop_id, temperature, top_k, sample,
+                       generator)
         for i, r in zip(chunk, rows):
             out[i] = r
     return out  # type: ignore[return-value]
@@ -104,13 +104,14 @@ def _cached(model, prompts, steps, stop_id, temperature, top_k, sample, generato
     R = max(len(r) for r in rest)
     cfg = model.config
     hs = cfg.n_embd // cfg.n_head
-    cache = KVCache(len(model.blocks), B, cfg.n_head, c + R + steps, hs, device=device, dtype=model.pos_emb.dtype)
+    # config.n_layer cached layers: the blocks, or the perceiver's down, inner and up blocks
+    cache = KVCache(cfg.n_layer, B, cfg.n_head, c + R + steps, hs, device=device, dtype=model.pos_emb.dtype)
     if c:
-        shared = KVCache(len(model.blocks), 1, cfg.n_head, c, hs, device=device, dtype=model.pos_emb.dtype)
+        shared = KVCache(cfg.n_layer, 1, cfg.n_head, c, hs, device=device, dtype=model.pos_emb.dtype)
         ids = torch.tensor([prompts[0][:c]], dtype=torch.long, device=device)
         model.forward_cached(ids, torch.arange(c, device=device)[None], torch.ones(1, c, dtype=torch.bool,
                                                                                    device=device), shared)
-        for layer in range(len(model.blocks)):  # broadcast the shared keys/values to every row
+        for layer in range(cfg.n_layer):  # broadcast the shared keys/values to every row
             cache.k[layer][:, :, :c] = shared.k[layer]
             cache.v[layer][:, :, :c] = shared.v[layer]
         cache.length = c
@@ -137,28 +138,3 @@ def _cached(model, prompts, steps, stop_id, temperature, top_k, sample, generato
         pos = (lens + step)[:, None]  # (B, 1) position of the id just produced
         logits = model.forward_cached(ix[:, None], pos, valid, cache)[:, -1, :]
     return [_trim(p, r, stop_id) for p, r in zip(prompts, new.tolist())]
-
-
-def _recompute(model, prompts, steps, stop_id, temperature, top_k, sample, generator):
-    device = model.pos_emb.device
-    B = len(prompts)
-    lens = torch.tensor([len(p) for p in prompts], device=device)
-    x = torch.full((B, int(lens.max()) + steps), PAD_ID, dtype=torch.long, device=device)
-    for i, p in enumerate(prompts):
-        x[i, : len(p)] = torch.tensor(p, dtype=torch.long)
-    rows = torch.arange(B, device=device)
-    done = torch.zeros(B, dtype=torch.bool, device=device)
-    for step in range(steps):
-        cur = lens + step  # (B,) current length of each row
-        logits, _ = model(x[:, : int(cur.max())])
-        ix = _pick(logits[rows, cur - 1].float(), temperature, top_k, sample, generator)
-        x[rows, cur] = ix
-        if stop_id is not None:
-            done |= ix == stop_id
-            if bool(done.all()):
-                break
-    out = []
-    for i, p in enumerate(prompts):
-        new = x[i, len(p): len(p) + steps].tolist()
-        out.append(_trim(p, new, stop_id))
-    return out

@@ -30,6 +30,38 @@ def causal_mask(t_q: int, t_k: int, device=None) -> torch.Tensor:
     return torch.ones(t_q, t_k, dtype=torch.bool, device=device).tril()
 
 
+def keep_mask(shape: torch.Size | tuple[int, ...], keep: float, device=None) -> torch.Tensor:
+    """A bool mask, True with probability `keep` independently per element, from the default
+    torch generator (seeded by torch.manual_seed and saved in resume points).
+
+    torch's Bernoulli sampler costs about 10 ns per element on CPU; here every 64-bit draw of
+    `random_` gives two 32-bit uniforms: the low word is uniform over all of int32, the high word
+    over [0, 2**31) (random_ leaves the sign bit clear), so each half is compared with its own
+    threshold. The keep probability is exact to 2**-31 (torch's float sampler: 2**-24).
+    """
+    n = math.prod(shape)
+    draws = torch.empty((n + 1) // 2, dtype=torch.int64, device=device).random_()
+    halves = draws.view(torch.int32).view(-1, 2)  # (n/2, 2): [low word, high word] (little-endian)
+    low = min(round(keep * 2**32) - 2**31, 2**31 - 1)  # keep if low word < this
+    high = min(round(keep * 2**31), 2**31 - 1)  # keep if high word < this
+    thresholds = torch.tensor([low, high], dtype=torch.int32, device=device)
+    return (halves < thresholds).view(-1)[:n].view(shape)
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout, or (fast=True) the same distribution with masks from `keep_mask`."""
+
+    fast: bool = False  # set by GPT.set_attention: the fast computation uses keep_mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.fast and self.training and self.p > 0):
+            return super().forward(x)
+        if self.p >= 1:
+            return torch.zeros_like(x)
+        keep = 1.0 - self.p
+        return torch.where(keep_mask(x.shape, keep, x.device), x * (1.0 / keep), 0.0)
+
+
 class Attention(nn.Module):
     """Multi-head attention: self-attention over x, or cross-attention from x into kv."""
 
@@ -38,8 +70,8 @@ class Attention(nn.Module):
         self.key = nn.Linear(config.n_embd, config.n_embd)
         self.query = nn.Linear(config.n_embd, config.n_embd)
         self.value = nn.Linear(config.n_embd, config.n_embd)
-        self.attn_drop = nn.Dropout(config.attn_pdrop)
-        self.resid_drop = nn.Dropout(config.resid_pdrop)
+        self.attn_drop = Dropout(config.attn_pdrop)
+        self.resid_drop = Dropout(config.resid_pdrop)
         self.proj = nn.Linear(config.n_embd, config.n_embd)
         self.n_head = config.n_head
         self.impl = config.attn_impl
@@ -61,12 +93,16 @@ class Attention(nn.Module):
         v = self.heads(self.value(kv))  # (B, nh, Tk, hs)
         if cache is not None:
             k, v = cache.append(layer, k, v)  # (B, nh, Tpast+Tk, hs)
-        if mask is None:
-            mask = causal_mask(Tq, k.shape[2], device=x.device)
-        p = self.attn_drop.p if self.training else 0.0
-        if self.impl == "sdpa":
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        else:  # the reference's arithmetic: scaled scores, -1e10 where masked, softmax, dropout
+        dropping = self.training and self.attn_drop.p > 0
+        if self.impl == "sdpa" and not dropping:
+            # fused attention; no mask means causal (SDPA's is_causal is the same top-left corner)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        else:
+            # The reference's arithmetic: scaled scores, -1e10 where masked, softmax, dropout. On the
+            # fast path SDPA would fall back to this same math with torch's slow dropout masks, so
+            # the fast path computes it here with attn_drop's fast masks.
+            if mask is None:
+                mask = causal_mask(Tq, k.shape[2], device=x.device)
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, Tq, Tk)
             att = att.masked_fill(~mask, -1e10)
             att = self.attn_drop(F.softmax(att, dim=-1))
@@ -80,7 +116,7 @@ def mlp(config: GPTConfig) -> nn.Sequential:
         nn.Linear(config.n_embd, 4 * config.n_embd),
         nn.GELU(),
         nn.Linear(4 * config.n_embd, config.n_embd),
-        nn.Dropout(config.resid_pdrop),
+        Dropout(config.resid_pdrop),
     )
 
 
@@ -115,6 +151,13 @@ class DownProjectBlock(Block):
         y = c + self.attn(self.ln1(c), kv=x_input, mask=mask)
         return y + self.mlp(self.ln2(y))
 
+    def forward_cached(self, c: torch.Tensor, x_input: torch.Tensor, mask: torch.Tensor,
+                       cache: KVCache, layer: int) -> torch.Tensor:
+        """forward() for the latents c (B, t, C) (rows of self.C), attending to the cached inputs
+        and the new ones x_input (B, t, C), which the cache takes in."""
+        y = c + self.attn(self.ln1(c), kv=x_input, mask=mask, cache=cache, layer=layer)
+        return y + self.mlp(self.ln2(y))
+
 
 class UpProjectBlock(Block):
     """Cross-attention from the input positions into the latents: output (B, l, C).
@@ -124,6 +167,13 @@ class UpProjectBlock(Block):
 
     def forward(self, y: torch.Tensor, x_input: torch.Tensor, mask=None) -> torch.Tensor:
         x = x_input + self.attn(x_input, kv=self.ln1(y), mask=mask)
+        return x + self.mlp(self.ln2(x))
+
+    def forward_cached(self, y: torch.Tensor, x_input: torch.Tensor, mask: torch.Tensor,
+                       cache: KVCache, layer: int) -> torch.Tensor:
+        """forward() for the new inputs x_input (B, t, C), attending to the cached latents and the
+        new ones y (B, t, C), which the cache takes in."""
+        x = x_input + self.attn(x_input, kv=self.ln1(y), mask=mask, cache=cache, layer=layer)
         return x + self.mlp(self.ln2(x))
 
 
@@ -159,7 +209,7 @@ class GPT(nn.Module):
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
         self.pos_emb = nn.Parameter(torch.zeros(1, config.block_size, config.n_embd))
-        self.drop = nn.Dropout(config.embd_pdrop)
+        self.drop = Dropout(config.embd_pdrop)
         self.perceiver = config.perceiver
         if config.perceiver:
             self.down_block = DownProjectBlock(config)
@@ -171,6 +221,7 @@ class GPT(nn.Module):
         self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.block_size = config.block_size
         self.apply(self._init_weights)
+        self.set_attention(config.attn_impl)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -186,11 +237,14 @@ class GPT(nn.Module):
         return self.block_size
 
     def set_attention(self, impl: str) -> None:
-        """Switch every attention layer between "sdpa" and "explicit" (same parameters)."""
+        """Switch between the fast computation ("sdpa": fused attention, fast dropout masks) and
+        the reference's ("explicit": masked softmax, torch's Bernoulli masks); same parameters."""
         self.config.attn_impl = impl
         for m in self.modules():
             if isinstance(m, Attention):
                 m.impl = impl
+            elif isinstance(m, Dropout):
+                m.fast = impl == "sdpa"
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
                 positions: torch.Tensor | None = None, documents: torch.Tensor | None = None):
@@ -227,21 +281,59 @@ class GPT(nn.Module):
     @torch.no_grad()
     def forward_cached(self, idx: torch.Tensor, positions: torch.Tensor, key_valid: torch.Tensor,
                        cache: KVCache) -> torch.Tensor:
-        """Incremental forward for decoding (vanilla only): idx (B, t) new ids at `positions`
-        (B, t); key_valid (B, S) marks which of all S = cache.length + t keys are real (False for
-        left padding). Returns logits (B, t, V)."""
+        """Incremental forward for decoding: idx (B, t) new ids at `positions` (B, t); key_valid
+        (B, S) marks which of all S = cache.length + t columns hold real ids (False for left
+        padding); a row's real ids must be at positions 0, 1, 2, ... in column order. cache holds
+        config.n_layer layers. Returns logits (B, t, V)."""
         B, t = idx.shape
         S = cache.length + t
         x = self.tok_emb(idx) + self.pos_emb[0, positions]  # (B, t, C)
         new = causal_mask(t, t, device=idx.device)  # new ids see each other causally
-        mask = torch.cat([torch.ones(t, cache.length, dtype=torch.bool, device=idx.device), new], 1)
-        mask = (mask[None] & key_valid[:, None, :])[:, None]  # (B, 1, t, S)
+        causal = torch.cat([torch.ones(t, cache.length, dtype=torch.bool, device=idx.device), new], 1)
+        mask = (causal[None] & key_valid[:, None, :])[:, None]  # (B, 1, t, S)
         mask[..., -t:] |= torch.eye(t, dtype=torch.bool, device=idx.device)  # never an empty row
-        for layer, block in enumerate(self.blocks):
-            x = block(x, mask=mask, cache=cache, layer=layer)
+        if self.perceiver:
+            x = self._perceiver_cached(x, positions, key_valid, causal, mask, cache)
+        else:
+            for layer, block in enumerate(self.blocks):
+                x = block(x, mask=mask, cache=cache, layer=layer)
         cache.advance()
         assert cache.length == S
         return self.head(self.ln_f(x))
+
+    def _perceiver_cached(self, x: torch.Tensor, positions: torch.Tensor, key_valid: torch.Tensor,
+                          causal: torch.Tensor, in_mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """The perceiver's layers in forward_cached: x (B, t, C) the new embedded ids, causal (t, S)
+        new column sees column j <= its own, in_mask (B, 1, t, S) that and real ids only.
+
+        Column j of the cache holds input id j and, beside it, latent j: latent i depends only on
+        inputs <= i and (inner blocks) latents <= i, so once computed it is final, and position p
+        needs latents <= min(p, m - 1), all in columns <= its own. A column holds a real latent
+        when its id is real and its position is below m; the others (padding, positions >= m) are
+        computed with the batch and masked out of every attention that reads latents.
+        Layers of the cache: 0 the down-projection's inputs, 1.. the inner blocks, last the
+        up-projection's latents."""
+        m = self.config.bottleneck_dim
+        t = x.shape[1]
+        latent = key_valid & (key_valid.cumsum(-1) <= m)  # (B, S): real latent in this column
+        eye = torch.eye(t, dtype=torch.bool, device=x.device)
+        lat_mask = (causal[None] & latent[:, None, :])[:, None]  # (B, 1, t, S)
+        # An input at position >= m has no latent of its own in its column: its row must not get
+        # the diagonal; a padding row has nothing to see, so it does (never an empty row).
+        up_mask = lat_mask.clone()
+        up_mask[..., -t:] |= (eye & ~key_valid[:, -t:, None])[:, None]  # (B, 1, t, t)
+        lat_mask[..., -t:] |= eye  # a masked-out latent sees itself, so it stays finite
+        if bool(latent[:, -t:].any()):
+            c = self.down_block.C[0, positions.clamp(max=m - 1)]  # (B, t, C): latent j's query row
+            y = self.down_block.forward_cached(c, x, in_mask, cache, 0)
+            for i, block in enumerate(self.blocks):
+                y = block(y, mask=lat_mask, cache=cache, layer=1 + i)
+        else:  # every row is past its m latents: only the up-projection has work to do
+            for layer in range(len(self.blocks) + 1):  # zeros: read only where masked out
+                z = cache.k[layer].new_zeros(x.shape[0], cache.k[layer].shape[1], t, cache.k[layer].shape[3])
+                cache.append(layer, z, z)
+            y = torch.zeros_like(x)
+        return self.up_block.forward_cached(y, x, up_mask, cache, len(self.blocks) + 1)
 
 
 def count_parameters(model: nn.Module) -> int:
