@@ -164,3 +164,13 @@ def test_pack_keeps_every_useful_position():
         assert torch.equal(b.y[sel], y[i, : lengths[i]])
         assert torch.equal(b.positions[sel], torch.arange(int(lengths[i])))
     assert int((b.y != PAD_ID).sum()) == int((y != PAD_ID).sum())
+
+
+def test_pack_of_an_empty_batch():
+    # A process whose slice of a short last global batch is empty (issue: float index tensor).
+    x = torch.zeros(0, 16, dtype=torch.long)
+    b = pack(x, x.clone(), 16)
+    assert b.n_examples == 0
+    for t in (b.x, b.y, b.positions, b.documents):
+        assert t.shape == (0, 16) and t.dtype == torch.long
+    assert useful_lengths(x).shape == (0,)

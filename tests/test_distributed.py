@@ -6,9 +6,11 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from factgpt.checkpoint import load_checkpoint
+from factgpt.stages import load_corpus
 
 from conftest import TINY
 
@@ -27,6 +29,35 @@ def test_two_processes_match_one(tiny_files, tmp_path):
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     a, b = load_checkpoint(two), load_checkpoint(one)
+    assert a.progress["tokens"] == b.progress["tokens"]
+    for k in a.state_dict:
+        assert torch.allclose(a.state_dict[k], b.state_dict[k], atol=2e-5), k
+    assert abs(a.progress["final_loss"] - b.progress["final_loss"]) < 1e-4
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "perceiver"])
+def test_last_global_batch_smaller_than_the_world(tiny_files, tmp_path, variant):
+    # 5 examples, batch 4: the last global batch holds 1 example, so rank 1's slice is empty; it
+    # must still run forward/backward (DDP's allreduce) and contribute a zero gradient.
+    corpus = tmp_path / "five.txt"
+    corpus.write_text("\n".join(tiny_files["corpus"].read_text(encoding="utf-8").splitlines()[:5]),
+                      encoding="utf-8")  # no final newline: 5 documents, not 5 and an empty one
+    assert len(load_corpus(corpus)) == 5
+    extra = ["--bottleneck_dim", "8"] if variant == "perceiver" else []
+    common = ["pretrain", variant, str(corpus), *TINY, *extra, "--dropout", "0", "--shuffle",
+              "--max_epochs", "2", "--batch_size", "4", "--seed", "5", "--checkpoint_every", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two, one = tmp_path / "two.safetensors", tmp_path / "one.safetensors"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "factgpt", *common, "--writing_params_path", str(two)],
+                       capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert two.exists()
+    r = subprocess.run([sys.executable, "-m", "factgpt", *common, "--writing_params_path", str(one)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = load_checkpoint(two), load_checkpoint(one)
+    assert a.progress["steps"] == b.progress["steps"] == 4  # 2 epochs of batches 4 + 1
     assert a.progress["tokens"] == b.progress["tokens"]
     for k in a.state_dict:
         assert torch.allclose(a.state_dict[k], b.state_dict[k], atol=2e-5), k

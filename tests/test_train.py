@@ -47,9 +47,11 @@ def _no_dropout(cfg: GPTConfig) -> GPTConfig:
     return cfg
 
 
+@pytest.mark.parametrize("layout", ["grouped", "packed"])
 @pytest.mark.parametrize("kind", ["pretrain", "finetune"])
-def test_reference_and_fast_paths_take_the_same_steps(kind):
-    """Without dropout, both paths see the same examples and compute the same update."""
+def test_reference_and_fast_paths_take_the_same_steps(kind, layout):
+    """Without dropout, both paths see the same examples and compute the same update (fp32), whether
+    the fast path groups examples by length or packs several to a row."""
     text = LONG + "\n" + tiny_corpus()
     corpus = CharCorruptionDataset(text, 64)
     ds = corpus if kind == "pretrain" else NameDataset(corpus, tiny_tsv())
@@ -58,7 +60,8 @@ def test_reference_and_fast_paths_take_the_same_steps(kind):
     results = {}
     for path in ("reference", "fast"):
         model = copy.deepcopy(base)
-        tc = TrainConfig(max_epochs=2, batch_size=4, learning_rate=1e-3, final_tokens=10_000, path=path)
+        tc = TrainConfig(max_epochs=2, batch_size=4, learning_rate=1e-3, final_tokens=10_000, path=path,
+                         precision="fp32", layout=layout, group_tokens=64)
         st = Trainer(model, ds, tc, progress=False).train()
         results[path] = (st, model)
     (st_r, m_r), (st_f, m_f) = results["reference"], results["fast"]

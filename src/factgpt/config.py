@@ -76,7 +76,14 @@ class TrainConfig:
     # fused attention, fused AdamW, vectorised batches. "reference": padded rows through a
     # DataLoader, explicit attention, for-each AdamW, as the reference runs.
     path: Literal["fast", "reference"] = "fast"
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast (where the hardware has it)
+    # "auto": bf16 autocast where the hardware runs bf16 matmuls natively (AVX512-BF16/AMX CPUs,
+    # bf16-capable GPUs) on the fast path, fp32 elsewhere and on the reference path; "fp32": the
+    # reference arithmetic; "bf16": autocast wherever torch supports it.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # How the fast path lays out a batch: "grouped" (examples of similar length together, each
+    # group trimmed to its longest) or "packed" (several examples per row, block-diagonal mask).
+    layout: Literal["grouped", "packed"] = "grouped"
+    group_tokens: int = 4096  # ids per group of the grouped layout (rows x trimmed length)
     # Examples in a new seeded order every epoch instead of file order (the reference's order).
     # Multi-process runs shuffle: each global batch is then split across the processes.
     shuffle: bool = False

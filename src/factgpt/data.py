@@ -150,6 +150,20 @@ class Vocab:
 # span-corruption pretraining
 
 
+@dataclass(frozen=True)
+class Corruption:
+    """The span corruption's parameters; the defaults are the reference's."""
+    min_truncation: int = 4  # shortest truncated length of a document
+    max_truncation: int | None = None  # longest; None: int(block_size * 7 / 8), the reference's 112
+    # the masked length is uniform over [1, round(n * mask_fraction) - 1] for a truncated length n
+    # (the reference: 1/2, so a quarter of the document on average)
+    mask_fraction: float = 0.5
+
+
+
+REFERENCE_CORRUPTION = Corruption()
+
+
 class CharCorruptionDataset(Dataset):
     """Span corruption over the documents (lines) of a corpus.
 
@@ -167,7 +181,7 @@ class CharCorruptionDataset(Dataset):
     """
 
     def __init__(self, text: str, block_size: int, *, source: str | Path | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, corruption: Corruption = REFERENCE_CORRUPTION) -> None:
         self.vocab = Vocab.from_text(text, source=source)
         self.stoi, self.itos = self.vocab.stoi, self.vocab.itos
         self.vocab_size = len(self.vocab)
@@ -176,7 +190,11 @@ class CharCorruptionDataset(Dataset):
         self.data = text.split("\n")
         if not text.strip():
             raise FactgptError("the corpus is empty", path=source, hint="pretraining needs text")
-        self.max_len = int(block_size * 7 / 8)  # longest truncation
+        self.corruption = corruption
+        self.max_len = int(block_size * 7 / 8)  # longest truncation the block allows (x, y: n + 2 ids)
+        if corruption.max_truncation is not None:
+            self.max_len = min(self.max_len, corruption.max_truncation)
+        self.min_len = min(corruption.min_truncation, self.max_len)
         # First max_len ids of every document, PAD-filled, so batches are built by indexing.
         self._lengths = torch.tensor([min(len(d), self.max_len) for d in self.data])
         self._tokens = torch.full((len(self.data), self.max_len), PAD_ID, dtype=torch.long)
@@ -207,11 +225,12 @@ class CharCorruptionDataset(Dataset):
 
     def spans(self, indices: torch.Tensor, u: torch.Tensor):
         """Map three uniforms per example to (n, m, p): kept length, masked length, prefix length."""
-        lo, hi = 4, self.max_len
-        trunc = lo + (u[:, 0] * (hi - lo + 1)).long()  # uniform over [4, max_len]
+        lo, hi = self.min_len, self.max_len
+        trunc = lo + (u[:, 0] * (hi - lo + 1)).long()  # uniform over [lo, max_len] (reference: [4, 112])
         n = torch.minimum(trunc, self._lengths[indices])  # short documents stay whole
-        # masked length uniform over [1, round(n/2) - 1] (at least 1): mean round(n/2)/2 ~ n/4
-        m_hi = torch.clamp(torch.round(n / 2).long() - 1, min=1)
+        # masked length uniform over [1, round(n*f) - 1] (at least 1); the reference's f = 1/2
+        # gives a mean of round(n/2)/2 ~ n/4
+        m_hi = torch.clamp(torch.round(n * self.corruption.mask_fraction).long() - 1, min=1)
         m = torch.minimum(1 + (u[:, 1] * m_hi).long(), n)
         p = (u[:, 2] * (n - m + 1)).long()  # prefix length, uniform over [0, n - m]
         return n, m, p
@@ -291,6 +310,36 @@ class NameDataset(Dataset):
         return self._x[indices], self._y[indices]
 
 
+class MixedDataset(Dataset):
+    """Span-corrupted documents with question/answer pairs mixed in, one pool of examples: index
+    i < len(corpus) is document i, the rest are the pairs (padded to the corpus's row length, the
+    loss on their answers only). An epoch shows every document and every pair once."""
+
+    def __init__(self, corpus: CharCorruptionDataset, names: NameDataset) -> None:
+        self.corpus, self.names = corpus, names
+        self.generator = corpus.generator  # the corruption draws (saved in resume points)
+        self.seq_len = corpus.seq_len
+
+    def reseed(self, seed: int) -> None:
+        self.corpus.reseed(seed)
+
+    def __len__(self) -> int:
+        return len(self.corpus) + len(self.names)
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.draw_batch(torch.tensor([idx]))
+        return x[0], y[0]
+
+    def draw_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        is_doc = indices < len(self.corpus)
+        x = torch.full((len(indices), self.seq_len), PAD_ID, dtype=torch.long)
+        y = torch.full_like(x, PAD_ID)
+        x[is_doc], y[is_doc] = self.corpus.draw_batch(indices[is_doc])
+        qx, qy = self.names.draw_batch(indices[~is_doc] - len(self.corpus))  # (b, block_size - 1)
+        x[~is_doc, :qx.shape[1]], y[~is_doc, :qy.shape[1]] = qx, qy
+        return x, y
+
+
 # ----------------------------------------------------------------------------------------------
 # packing
 
@@ -312,6 +361,26 @@ def useful_lengths(y: torch.Tensor) -> torch.Tensor:
     T = y.shape[1]
     idx = torch.arange(1, T + 1)
     return torch.clamp((idx * (y != PAD_ID)).amax(dim=1), min=1)
+
+
+def group_by_length(x: torch.Tensor, y: torch.Tensor, max_tokens: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Split a batch into groups of examples of similar useful length, longest first; each group
+    holds about `max_tokens` ids once trimmed to its longest example (at least one example).
+
+    Trimming keeps every example at position 0 of its row and drops only positions after its last
+    target, which (attention being causal and the loss ignoring PAD) change nothing. Attention
+    then costs the sum over groups of rows x length**2 instead of every row's full block.
+    """
+    lengths = useful_lengths(y)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    sorted_lengths = lengths[order].tolist()
+    groups, start = [], 0
+    while start < len(sorted_lengths):
+        T = sorted_lengths[start]  # the group's longest example
+        idx = order[start:start + max(1, max_tokens // T)]
+        groups.append((x[idx, :T], y[idx, :T]))
+        start += len(idx)
+    return groups
 
 
 def pack(x: torch.Tensor, y: torch.Tensor, row_len: int) -> PackedBatch:
@@ -338,7 +407,9 @@ def pack(x: torch.Tensor, y: torch.Tensor, row_len: int) -> PackedBatch:
     R = len(free)
     j = torch.arange(x.shape[1])[None, :]
     keep = j < lengths[:, None]  # (B, T) the positions that travel
-    dest = (torch.tensor(row_of)[:, None] * row_len + torch.tensor(off_of)[:, None] + j)[keep]
+    rows = torch.tensor(row_of, dtype=torch.long)  # dtype given: an empty list would be float
+    offs = torch.tensor(off_of, dtype=torch.long)
+    dest = (rows[:, None] * row_len + offs[:, None] + j)[keep]
     px = torch.full((R * row_len,), PAD_ID, dtype=torch.long)
     py = torch.full((R * row_len,), PAD_ID, dtype=torch.long)
     pos = torch.zeros(R * row_len, dtype=torch.long)

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Subset
 
 from factgpt.config import TrainConfig, json_roundtrip
-from factgpt.data import PAD_ID, pack, useful_lengths
+from factgpt.data import PAD_ID, group_by_length, pack
 from factgpt.model import GPT
 
 
@@ -51,7 +51,7 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 @dataclass
 class TrainState:
-    """Where training stands; enough to report progress (and to resume, see issue 8)."""
+    """Where training stands; enough to report progress and to resume."""
     epoch: int = 0  # epochs finished
     batch_in_epoch: int = 0  # batches finished in the current epoch (where a resume starts)
     step: int = 0
@@ -60,6 +60,8 @@ class TrainState:
     examples: int = 0
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)  # one per step
+    # knowledge probe results: {"epoch", "step", "seconds" (training time so far), "known"}
+    probes: list[dict] = field(default_factory=list)
 
 
 def _compiled(net):
@@ -74,6 +76,22 @@ def bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return torch.backends.mkldnn.is_available() and "AVX512" in torch.backends.cpu.get_cpu_capability()
+
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether bf16 matmuls run natively (not emulated): Ampere+ GPUs, AVX512-BF16 or AMX CPUs."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def resolve_precision(precision: str, device: torch.device, path: str = "fast") -> str:
+    """The precision a run computes in: "auto" becomes bf16 where bf16 is native on the fast path."""
+    if precision != "auto":
+        return precision
+    return "bf16" if path == "fast" and bf16_native(device) else "fp32"
 
 
 class Trainer:
@@ -113,12 +131,13 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay),
                                            lr=config.learning_rate, betas=config.betas, **kwargs)
         self.state = TrainState()
+        self.precision = resolve_precision(config.precision, self.device, config.path)  # "fp32" or "bf16"
         self.seq_len = dataset.seq_len  # ids per example, padding included (the lr counter)
         if hasattr(dataset, "generator"):
             dataset.reseed(config.seed + 1)  # corruption draws: own stream, same for both paths
 
     def _autocast(self):
-        if self.config.precision == "bf16" and bf16_supported(self.device):
+        if self.precision == "bf16" and bf16_supported(self.device):
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -128,17 +147,25 @@ class Trainer:
         return t.to(self.device)
 
     def _batches(self, first_batch: int = 0):
-        """(kwargs for model.forward, n_examples, n_targets) per step, from `first_batch` on: in file
-        order, or a seeded order per epoch when shuffling. n_examples and n_targets count the whole
-        global batch, of which this process trains on its slice."""
+        """(parts, n_examples, n_targets) per step, from `first_batch` on. `parts` is a list of
+        model.forward kwargs (with "targets") that together make this process's share of the
+        batch; n_examples and n_targets count the whole global batch."""
+        if self.config.path == "reference":
+            return self._reference_batches(first_batch)
+        return ((self._layout(x, y), n, t) for x, y, n, t in self._global_batches(first_batch))
+
+    def _reference_batches(self, first_batch: int):
+        """The reference's DataLoader over __getitem__: padded rows in file order."""
+        cfg, ds = self.config, self.dataset
+        rest = Subset(ds, range(first_batch * cfg.batch_size, len(ds))) if first_batch else ds
+        for x, y in DataLoader(rest, batch_size=cfg.batch_size, shuffle=False, num_workers=0):
+            yield [{"idx": x.to(self.device), "targets": y.to(self.device)}], x.shape[0], int((y != PAD_ID).sum())
+
+    def _global_batches(self, first_batch: int):
+        """(x, y, n_examples, n_targets): each global batch drawn in one vectorised call, in file
+        order or a seeded order per epoch, then cut to this process's slice."""
         cfg, ds = self.config, self.dataset
         n = len(ds)
-        if cfg.path == "reference":
-            rest = Subset(ds, range(first_batch * cfg.batch_size, n)) if first_batch else ds
-            loader = DataLoader(rest, batch_size=cfg.batch_size, shuffle=False, num_workers=0)
-            for x, y in loader:
-                yield {"idx": x.to(self.device), "targets": y.to(self.device)}, x.shape[0], int((y != PAD_ID).sum())
-            return
         order = torch.arange(n)
         if cfg.shuffle or self.world > 1:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + self.state.epoch))
@@ -149,31 +176,52 @@ class Trainer:
             if self.world > 1:  # this process's slice of the global batch
                 x = torch.tensor_split(x, self.world)[self.rank]
                 y = torch.tensor_split(y, self.world)[self.rank]
-            if self.model.perceiver:
-                # No packing: latent i reads input positions <= i of its row, so every row must
-                # hold one example from position 0. Trailing padding is cut instead; being causal,
-                # the model computes the same outputs for the positions that remain.
-                T = int(useful_lengths(y).max())
-                yield {"idx": self._to(x[:, :T]), "targets": self._to(y[:, :T])}, n_global, targets_global
-                continue
+                if x.shape[0] == 0:
+                    # A global batch smaller than the world leaves this slice empty. DDP still
+                    # needs a forward/backward here for its allreduce: one PAD id with a PAD
+                    # target, whose loss (PAD ignored, summed) is exactly 0 and whose gradient
+                    # reaches every parameter as zeros, so the global mean is unchanged.
+                    x = y = torch.full((1, 1), PAD_ID, dtype=torch.long)
+            yield x, y, n_global, targets_global
+
+    def _layout(self, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
+        """The fast path's rows. "grouped": examples sorted by length, cut into groups of about
+        `group_tokens` ids, each group trimmed to its longest example, so attention costs the
+        sum of squared lengths. "packed": several examples per row of block_size with a
+        block-diagonal mask (vanilla only), kept to measure against. Every row starts an
+        example at position 0, which the perceiver needs (latent i reads input positions <= i)."""
+        if self.config.layout == "packed" and not self.model.perceiver:
             b = pack(x, y, row_len=x.shape[1])
-            yield ({"idx": self._to(b.x), "targets": self._to(b.y), "positions": self._to(b.positions),
-                    "documents": self._to(b.documents)}, n_global, targets_global)
+            return [{"idx": self._to(b.x), "targets": self._to(b.y), "positions": self._to(b.positions),
+                     "documents": self._to(b.documents)}]
+        return [{"idx": self._to(gx), "targets": self._to(gy)}
+                for gx, gy in group_by_length(x, y, self.config.group_tokens)]
+
+    def _loss(self, parts: list[dict], n_targets: int) -> torch.Tensor:
+        """Mean cross-entropy over the global batch's non-PAD targets (the reference's loss); with
+        several processes each contributes its sum, scaled so DDP's average is that mean."""
+        total = 0.0
+        with self._autocast():  # one context for every part: weights are cast to bf16 once a step
+            for part in parts:
+                targets = part.pop("targets")
+                logits = self._forward(part)
+                total = total + F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
+                                                ignore_index=PAD_ID, reduction="sum")
+        return total * (self.world / max(n_targets, 1))
 
     def _forward(self, batch: dict) -> torch.Tensor:
         """Logits; a compiled model that fails on its first call (no compiler toolchain) is
         replaced by the eager one, and the reason kept in compile_fallback."""
-        with self._autocast():
-            if self.net is self.eager_net:
-                return self.net(**batch)[0]
-            try:
-                return self.net(**batch)[0]
-            except Exception as e:  # torch.compile compiles lazily: failures surface here
-                if self.state.step > 0:
-                    raise
-                self.compile_fallback = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-                self.net = self.eager_net
-                return self.net(**batch)[0]
+        if self.net is self.eager_net:
+            return self.net(**batch)[0]
+        try:
+            return self.net(**batch)[0]
+        except Exception as e:  # torch.compile compiles lazily: failures surface here
+            if self.state.step > 0:
+                raise
+            self.compile_fallback = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            self.net = self.eager_net
+            return self.net(**batch)[0]
 
     def train(self) -> TrainState:
         cfg, model, st = self.config, self.model, self.state
@@ -186,13 +234,8 @@ class Trainer:
         t_start = time.perf_counter()
         for epoch in range(st.epoch, cfg.max_epochs):
             model.train()
-            for batch, n_examples, n_targets in self._batches(st.batch_in_epoch):
-                targets = batch.pop("targets")
-                logits = self._forward(batch)
-                # Mean over the global batch's non-PAD targets (the reference's loss); with several
-                # processes each contributes its sum, scaled so DDP's average is that mean.
-                loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
-                                       ignore_index=PAD_ID, reduction="sum") * (self.world / max(n_targets, 1))
+            for parts, n_examples, n_targets in self._batches(st.batch_in_epoch):
+                loss = self._loss(parts, n_targets)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_norm_clip)
@@ -228,7 +271,9 @@ class Trainer:
             st.epoch = epoch + 1
             st.batch_in_epoch = 0
             if self.on_epoch_end is not None:
+                st.seconds += time.perf_counter() - t_start  # up to date for the callback
                 self.on_epoch_end(st)
+                t_start = time.perf_counter()  # the callback's own time is not training time
         st.seconds += time.perf_counter() - t_start
         if bar is not None:
             bar.close()
