@@ -59,9 +59,24 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
     g.add_argument("--path", choices=("fast", "reference"), default="fast",
                    help="fast (packed batches, fused kernels, KV-cache decoding) or the reference's computation")
-    g.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 autocast or fp32 (fp32)")
+    g.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto (bf16 autocast where the hardware runs bf16 matmuls natively, else fp32; the "
+                   "reference path: fp32), fp32 (the reference arithmetic) or bf16")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     g.add_argument("--dropout", type=float, default=None, help="all three dropouts (reference: 0.1)")
+    g.add_argument("--weight_decay", type=float, default=None, help="AdamW weight decay (reference: 0.1)")
+    k = p.add_argument_group("pretraining objective and knowledge probe")
+    k.add_argument("--min_truncation", type=int, default=None,
+                   help="shortest truncation of a document in span corruption (reference: 4)")
+    k.add_argument("--max_truncation", type=int, default=None,
+                   help="longest truncation (reference and largest: 112, 7/8 of the block)")
+    k.add_argument("--mask_fraction", type=float, default=None,
+                   help="masked span length uniform over [1, round(n * f) - 1] (reference: 0.5)")
+    k.add_argument("--mix_pairs", action="store_true",
+                   help="pretrain: mix the --finetune_corpus_path pairs into the corpus (the `mixed` recipe)")
+    k.add_argument("--probe_every", type=int, default=0,
+                   help="pretrain: every N epochs, the share of held-out people (the last 200 lines of "
+                   "--finetune_corpus_path) whose own line the model completes with their birthplace (0: never)")
     g.add_argument("--shuffle", action="store_true",
                    help="a new seeded example order every epoch (the reference keeps file order; torchrun shuffles)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (eager where no compiler)")
@@ -102,8 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="the study's table on the real data, stage by stage, with a report")
     p.add_argument("--data-dir", default="data", help="folder with the four files (`factgpt data download`)")
     p.add_argument("--out", default="reproduce_out", help="report folder (reproduce_out)")
-    p.add_argument("--budget", choices=("smoke", "quick", "full"), default="full",
-                   help="full: the reference recipe; quick: 100 pretraining epochs, bf16; smoke: seconds")
+    p.add_argument("--budget", choices=("smoke", "quick", "full", "fast", "mixed"), default="full",
+                   help="full: the reference recipe; quick: 100 pretraining epochs, bf16; fast: a recipe "
+                   "chosen to learn the facts in about an hour on 2 cores; mixed: fast with the finetuning "
+                   "pairs mixed into pretraining; smoke: seconds")
+    p.add_argument("--rows", nargs="+", default=None, metavar="ROW",
+                   help="run only these rows: baseline vanilla_nopretrain vanilla_pretrain perceiver_pretrain "
+                   "(default: all)")
     p.add_argument("--seeds", type=int, default=1, help="repeat each trained stage over K seeds (1)")
     p.add_argument("--checkpoint_every", type=int, default=200,
                    help="steps between resume points of a training stage; an interrupted stage continues "
@@ -170,6 +190,7 @@ def _study(args) -> int:
 
     from factgpt import stages
     from factgpt.config import finetune_config, pretrain_config
+    from factgpt.data import Corruption
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -183,16 +204,23 @@ def _study(args) -> int:
                             args.dropout)
     overrides = dict(max_epochs=args.max_epochs, batch_size=args.batch_size, seed=args.seed,
                      path=args.path, precision=args.precision, final_tokens=args.final_tokens,
-                     shuffle=args.shuffle or world > 1, compile=args.compile)
+                     shuffle=args.shuffle or world > 1, compile=args.compile, weight_decay=args.weight_decay)
     progress = not args.quiet
     if args.command == "pretrain":
         _require(args, "writing_params_path")
-        corpus = stages.load_corpus(args.pretrain_corpus_path)
+        if args.mix_pairs or args.probe_every:
+            _require(args, "finetune_corpus_path")
+        corruption = Corruption(**{k: v for k, v in (("min_truncation", args.min_truncation),
+                                                      ("max_truncation", args.max_truncation),
+                                                      ("mask_fraction", args.mask_fraction)) if v is not None})
+        corpus = stages.load_corpus(args.pretrain_corpus_path, corruption=corruption)
         tconf = pretrain_config(len(corpus), args.pretrain_lr, **overrides)
         out = stages.pretrain(args.pretrain_corpus_path, spec, tconf, args.writing_params_path,
                               device=device, writer=_writer(args, "pretrain"), progress=progress,
                               reading_params_path=args.reading_params_path, save_every=args.save_every,
-                              checkpoint_every=args.checkpoint_every, resume=args.resume, corpus=corpus)
+                              checkpoint_every=args.checkpoint_every, resume=args.resume, corpus=corpus,
+                              pairs_path=args.finetune_corpus_path if args.mix_pairs else None,
+                              probe_every=args.probe_every, probe_path=args.finetune_corpus_path)
     elif args.command == "finetune":
         _require(args, "writing_params_path", "finetune_corpus_path")
         corpus = stages.load_corpus(args.pretrain_corpus_path)
@@ -228,7 +256,7 @@ def _study(args) -> int:
     print(f"{args.command}: {st.epoch} epochs, {st.step} steps, {st.examples} examples in "
           f"{out.seconds:.1f} s ({st.tokens / max(out.seconds, 1e-9):,.0f} tokens/s counted as the "
           f"reference counts, {st.useful_tokens / max(out.seconds, 1e-9):,.0f} useful); final loss "
-          f"{st.losses[-1]:.4f}; wrote {out.params_path}")
+          f"{st.losses[-1]:.4f}; {out.precision}; wrote {out.params_path}")
     return 0
 
 
@@ -307,6 +335,7 @@ def _reproduce(args) -> int:
     from factgpt import stages
     from factgpt.reproduce import (
         PUBLISHED,
+        ROWS,
         Files,
         TableRun,
         budget_note,
@@ -324,10 +353,13 @@ def _reproduce(args) -> int:
             raise FactgptError(f"{name} is missing", path=d, hint=f"run `factgpt data download --dest {d}`")
     extra = [d / "birth_test_inputs.tsv"] if (d / "birth_test_inputs.tsv").is_file() else []
     recipe = with_budget(args.budget)
+    unknown = sorted(set(args.rows or ()) - set(ROWS))
+    if unknown:
+        raise FactgptError(f"--rows: no row named {', '.join(unknown)}", hint=f"rows: {' '.join(ROWS)}")
     run = TableRun(Files(d / "wiki.txt", d / "birth_places_train.tsv", d / "birth_dev.tsv", extra), recipe,
                    args.out, device=stages.resolve_device(args.device), progress=not args.quiet,
                    log=lambda m: print(m, file=sys.stderr), checkpoint_every=args.checkpoint_every)
-    summary = summarize(run.run(seeds=args.seeds))
+    summary = summarize(run.run(seeds=args.seeds, rows=args.rows or ROWS))
     note = budget_note(recipe, args.seeds, len(run.questions))
     report = write_report(args.out, summary, run.records, title="factgpt reproduce: the study's table",
                           budget_note=note, published=PUBLISHED)

@@ -23,16 +23,26 @@ import torch
 
 from factgpt.checkpoint import atomic_write_text, load_checkpoint, resume_path_for
 from factgpt.config import BLOCK_SIZE, GPTConfig, TrainConfig, json_roundtrip
-from factgpt.data import CharCorruptionDataset, NameDataset, read_questions, read_text
+from factgpt.data import (
+    REFERENCE_CORRUPTION,
+    CharCorruptionDataset,
+    Corruption,
+    MixedDataset,
+    NameDataset,
+    read_questions,
+    read_text,
+)
 from factgpt.errors import FactgptError
 from factgpt.evaluate import Score, most_frequent_answer, predict, score
 from factgpt.model import GPT
+from factgpt.probe import ProbeSchedule, probe_items, split_heldout
 from factgpt.stages import machine, run_training
 
 PUBLISHED = {  # the study's dev accuracy (500 questions)
     "baseline": (25, 500), "vanilla_nopretrain": (10, 500), "vanilla_pretrain": (119, 500),
     "perceiver_pretrain": (41, 500),
 }
+ROWS = ("baseline", "vanilla_nopretrain", "vanilla_pretrain", "perceiver_pretrain")
 ROW_TITLES = {
     "baseline": "always the most frequent answer",
     "vanilla_nopretrain": "vanilla, finetuned without pretraining",
@@ -59,7 +69,12 @@ class Recipe:
     finetune_epochs_scratch: int = 75  # without pretraining
     finetune_batch: int = 256
     finetune_lr: float = 6e-4
-    precision: str = "fp32"
+    precision: str = "auto"  # bf16 where native (the record says which ran), else fp32
+    weight_decay: float = 0.1  # AdamW decay in pretraining (finetuning keeps the reference's 0.1)
+    shuffle: bool = False  # a new example order every pretraining epoch (reference: file order)
+    corruption: Corruption = REFERENCE_CORRUPTION  # span-corruption parameters (reference: the defaults)
+    mix_pairs: bool = False  # mix the finetuning pairs into pretraining (the `mixed` row)
+    probe_every: int = 0  # epochs between knowledge probes during pretraining (0: none)
 
     def model_config(self, vocab_size: int, perceiver: bool) -> GPTConfig:
         d = self.dropout
@@ -74,6 +89,17 @@ BUDGETS = {
     "full": Recipe("full"),
     # a shortened pretraining whose cosine ends with the run (see docs/results.md)
     "quick": Recipe("quick", pretrain_epochs=100, pretrain_final_epochs=100, precision="bf16"),
+    # Facts within about an hour on 2 CPU cores (see docs/results.md): no dropout or weight decay
+    # (they slow memorisation), a new order every epoch, batch 64 at lr 3e-3 with the cosine ending
+    # with the run, and truncations of 64-112 characters, which keep the birthplace (most sit 32-63
+    # characters in) in most examples; the held-out probe every 5 epochs.
+    "fast": Recipe("fast", dropout=0.0, weight_decay=0.0, shuffle=True, pretrain_epochs=70, pretrain_batch=64,
+                   pretrain_lr=3e-3, pretrain_final_epochs=70, corruption=Corruption(min_truncation=64),
+                   probe_every=5),
+    # `fast` with the 2,000 finetuning pairs mixed into pretraining (an epoch is then ~1.4x longer)
+    "mixed": Recipe("mixed", dropout=0.0, weight_decay=0.0, shuffle=True, pretrain_epochs=50, pretrain_batch=64,
+                    pretrain_lr=3e-3, pretrain_final_epochs=50, corruption=Corruption(min_truncation=64),
+                    probe_every=5, mix_pairs=True),
     # seconds: checks that every stage and every report file works
     "smoke": Recipe("smoke", n_layer=2, n_head=2, n_embd=32, pretrain_epochs=1, pretrain_final_epochs=1,
                     finetune_epochs=1, finetune_epochs_scratch=1, bottleneck_dim=8),
@@ -129,6 +155,20 @@ class RowResult:
         return 100.0 * self.correct / self.total
 
 
+def pretrain_flags(r: Recipe, train_file: Path) -> str:
+    """The command-line flags of the recipe's pretraining settings that differ from the reference."""
+    c, ref = r.corruption, REFERENCE_CORRUPTION
+    flags = [f"--weight_decay {r.weight_decay}"] if r.weight_decay != 0.1 else []
+    flags += ["--shuffle"] if r.shuffle else []
+    flags += [f"--min_truncation {c.min_truncation}"] if c.min_truncation != ref.min_truncation else []
+    flags += [f"--max_truncation {c.max_truncation}"] if c.max_truncation != ref.max_truncation else []
+    flags += [f"--mask_fraction {c.mask_fraction}"] if c.mask_fraction != ref.mask_fraction else []
+    flags += ["--mix_pairs"] if r.mix_pairs else []
+    flags += [f"--probe_every {r.probe_every}"] if r.probe_every else []
+    flags += [f"--finetune_corpus_path {train_file}"] if r.mix_pairs or r.probe_every else []
+    return "".join(" " + f for f in flags)
+
+
 def commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -165,16 +205,22 @@ class TableRun:
         self.checkpoint_every = checkpoint_every  # steps between resume points of a training stage
         self.records_path = self.out / "stages.json"
         self.records: dict = json.loads(self.records_path.read_text()) if self.records_path.exists() else {}
-        self.corpus = CharCorruptionDataset(read_text(files.corpus), BLOCK_SIZE, source=files.corpus)
+        text = read_text(files.corpus)
+        self.corpus = CharCorruptionDataset(text, BLOCK_SIZE, source=files.corpus, corruption=recipe.corruption)
         self.names = NameDataset(self.corpus, read_text(files.train), source=files.train)
         self.questions = read_questions(files.eval)
+        self.probe = None
+        if recipe.probe_every:  # the held-out training people: settings are chosen on them, not on dev
+            heldout = split_heldout(read_questions(files.train, require_answers=True))[1]
+            self.probe = ProbeSchedule(recipe.probe_every, probe_items(heldout, text, max_prefix=self.corpus.max_len))
 
     def _record(self, key: str, **info) -> None:
         info.update(commit=commit(), machine=machine(), recipe=self.recipe.name)
         self.records[key] = info
         atomic_write_text(self.records_path, json.dumps(self.records, indent=1))
 
-    def _train(self, key: str, model: GPT, dataset, tconf: TrainConfig, command: str) -> Path:
+    def _train(self, key: str, model: GPT, dataset, tconf: TrainConfig, command: str,
+               probe: ProbeSchedule | None = None) -> Path:
         ckpt = self.out / f"{key}.safetensors"
         if key in self.records and ckpt.exists():
             rec = self.records[key]
@@ -189,12 +235,14 @@ class TableRun:
         # run_training writes a resume point every `checkpoint_every` steps beside the checkpoint and
         # continues from it, so an interrupted stage loses at most that many steps.
         done = run_training(model, dataset, tconf, self.corpus, ckpt, stage=key, device=self.device,
-                            progress=self.progress, checkpoint_every=self.checkpoint_every, resume=True)
+                            progress=self.progress, checkpoint_every=self.checkpoint_every, resume=True,
+                            probe=probe)
         st = done.state
         # st.seconds is the training time summed over every process that worked on the stage
         self._record(key, command=command, seconds=round(st.seconds, 1), train=asdict(tconf),
                      model=model.config.identity(), losses=st.losses, tokens=st.tokens,
-                     examples=st.examples, resumed_from_step=done.resumed_from)
+                     examples=st.examples, resumed_from_step=done.resumed_from, probes=st.probes,
+                     precision=done.precision, corruption=asdict(self.corpus.corruption))
         return ckpt
 
     def baseline(self) -> RowResult:
@@ -215,7 +263,8 @@ class TableRun:
         tag = f"{key}_seed{seed}"
         cfg = r.model_config(self.corpus.vocab_size, perceiver)
         dims = (f"--n_layer {r.n_layer} --n_head {r.n_head} --n_embd {r.n_embd} --seed {seed} "
-                f"--precision {r.precision}" + (f" --bottleneck_dim {r.bottleneck_dim}" if perceiver else ""))
+                f"--precision {r.precision} --dropout {r.dropout}"
+                + (f" --bottleneck_dim {r.bottleneck_dim}" if perceiver else ""))
         pre_ckpt = None
         t0 = time.perf_counter()
         if key.endswith("_pretrain"):
@@ -224,11 +273,12 @@ class TableRun:
             final = int(r.pretrain_final_epochs * epochs / r.pretrain_epochs * len(self.corpus) * BLOCK_SIZE)
             tconf = TrainConfig(max_epochs=epochs, batch_size=r.pretrain_batch,
                                 learning_rate=r.pretrain_lr, final_tokens=final, seed=seed,
-                                precision=r.precision)
+                                precision=r.precision, weight_decay=r.weight_decay, shuffle=r.shuffle)
             cmd = (f"{self.prefix} pretrain {variant} {f.corpus} --writing_params_path {tag}.pretrain "
                    f"--max_epochs {epochs} --batch_size {r.pretrain_batch} --pretrain_lr "
-                   f"{r.pretrain_lr} --final_tokens {final} {dims}")
-            pre_ckpt = self._train(f"{tag}.pretrain", GPT(cfg), self.corpus, tconf, cmd)
+                   f"{r.pretrain_lr} --final_tokens {final} {dims}{pretrain_flags(r, f.train)}")
+            data = MixedDataset(self.corpus, self.names) if r.mix_pairs else self.corpus
+            pre_ckpt = self._train(f"{tag}.pretrain", GPT(cfg), data, tconf, cmd, self.probe)
         torch.manual_seed(seed)
         model = load_checkpoint(pre_ckpt).build_model() if pre_ckpt else GPT(cfg)
         epochs = r.finetune_epochs if pre_ckpt else r.finetune_epochs_scratch
@@ -259,8 +309,7 @@ class TableRun:
                      correct=s.correct, total=s.total)
         return RowResult(key, seed, s.correct, s.total, time.perf_counter() - t0, self._spread(preds))
 
-    def run(self, seeds: int = 1, rows=("baseline", "vanilla_nopretrain", "vanilla_pretrain",
-                                        "perceiver_pretrain")) -> list[RowResult]:
+    def run(self, seeds: int = 1, rows=ROWS) -> list[RowResult]:
         results = []
         for key in rows:
             if key == "baseline":

@@ -25,10 +25,20 @@ from factgpt.checkpoint import (
     save_training_state,
 )
 from factgpt.config import BLOCK_SIZE, GPTConfig, TrainConfig
-from factgpt.data import CharCorruptionDataset, NameDataset, Question, read_questions, read_text
+from factgpt.data import (
+    REFERENCE_CORRUPTION,
+    CharCorruptionDataset,
+    Corruption,
+    MixedDataset,
+    NameDataset,
+    Question,
+    read_questions,
+    read_text,
+)
 from factgpt.errors import FactgptError
 from factgpt.evaluate import Score, predict, score
 from factgpt.model import GPT
+from factgpt.probe import ProbeSchedule, probe_items, run_probe, split_heldout
 from factgpt.train import Trainer, TrainState
 
 
@@ -82,8 +92,9 @@ def machine() -> str:
             f"torch {torch.__version__})")
 
 
-def load_corpus(path: str | Path, seed: int = 0) -> CharCorruptionDataset:
-    return CharCorruptionDataset(read_text(path), BLOCK_SIZE, source=path, seed=seed)
+def load_corpus(path: str | Path, seed: int = 0,
+                corruption: Corruption = REFERENCE_CORRUPTION) -> CharCorruptionDataset:
+    return CharCorruptionDataset(read_text(path), BLOCK_SIZE, source=path, seed=seed, corruption=corruption)
 
 
 def load_model(params_path: str | Path, spec: ModelSpec, corpus: CharCorruptionDataset,
@@ -114,14 +125,17 @@ class TrainOutcome:
     params_path: Path
     resumed_from: int | None = None  # the step a resumed run started at
     compile_fallback: str | None = None  # why --compile fell back to eager, if it did
+    precision: str = "fp32"  # what the run computed in ("auto" resolved)
 
 
 def run_training(model: GPT, dataset, tconf: TrainConfig, corpus: CharCorruptionDataset,
                  writing_params_path: str | Path, *, stage: str, device: torch.device, writer=None,
                  progress: bool = True, save_every: int = 0, checkpoint_every: int = 0,
-                 resume: bool = False) -> TrainOutcome:
+                 resume: bool = False, probe: ProbeSchedule | None = None) -> TrainOutcome:
     """Train, write the checkpoint; every `checkpoint_every` steps also write a resume point
-    (model, optimizer, RNG states, position) beside it, which `resume` continues from."""
+    (model, optimizer, RNG states, position) beside it, which `resume` continues from. With a
+    `probe`, the knowledge probe runs every `probe.every` epochs and after the last one; its
+    results go to the TrainState (and so to resume points and records) and to TensorBoard."""
     _check_writable(writing_params_path)
     t0 = time.perf_counter()
     resume_file = resume_path_for(writing_params_path)
@@ -131,11 +145,18 @@ def run_training(model: GPT, dataset, tconf: TrainConfig, corpus: CharCorruption
             return
         meta = {"stage": stage, "epochs": st.epoch, "max_epochs": tconf.max_epochs, "steps": st.step,
                 "tokens": st.tokens, "seconds": round(time.perf_counter() - t0, 2),
-                "seed": tconf.seed, "path": tconf.path, "precision": tconf.precision,
+                "seed": tconf.seed, "path": tconf.path, "precision": trainer.precision,
                 "final_loss": st.losses[-1] if st.losses else None}
         save_checkpoint(writing_params_path, model, corpus.vocab, meta)
 
     def on_epoch_end(st: TrainState) -> None:
+        if probe is not None and is_main_process() and (st.epoch % probe.every == 0
+                                                        or st.epoch == tconf.max_epochs):
+            known = run_probe(model, corpus.vocab, probe.items)
+            st.probes.append({"epoch": st.epoch, "step": st.step, "seconds": round(st.seconds, 1),
+                              "known": known})
+            if writer is not None:
+                writer.add_scalar("probe/known", known, st.step)
         if save_every and st.epoch % save_every == 0 and st.epoch < tconf.max_epochs:
             save(st)
 
@@ -159,7 +180,8 @@ def run_training(model: GPT, dataset, tconf: TrainConfig, corpus: CharCorruption
     save(st)
     if is_main_process():
         resume_file.unlink(missing_ok=True)  # finished: nothing to resume
-    return TrainOutcome(st, seconds, Path(writing_params_path), resumed_from, trainer.compile_fallback)
+    return TrainOutcome(st, seconds, Path(writing_params_path), resumed_from, trainer.compile_fallback,
+                        trainer.precision)
 
 
 def _starting_model(spec: ModelSpec, corpus: CharCorruptionDataset, corpus_path, reading_params_path,
@@ -174,12 +196,22 @@ def _starting_model(spec: ModelSpec, corpus: CharCorruptionDataset, corpus_path,
 def pretrain(corpus_path, spec: ModelSpec, tconf: TrainConfig, writing_params_path, *,
              device, writer=None, progress=True, reading_params_path=None,
              save_every: int = 0, checkpoint_every: int = 0, resume: bool = False,
-             corpus: CharCorruptionDataset | None = None) -> TrainOutcome:
+             corpus: CharCorruptionDataset | None = None, pairs_path=None, probe_every: int = 0,
+             probe_path=None) -> TrainOutcome:
+    """Span-corruption pretraining; with `pairs_path`, its question/answer pairs are mixed in; with
+    `probe_every`, the held-out people of `probe_path` (its last lines) are probed as it goes."""
     corpus = corpus if corpus is not None else load_corpus(corpus_path)  # the Trainer seeds its draws
     model = _starting_model(spec, corpus, corpus_path, reading_params_path, tconf.seed)
-    return run_training(model, corpus, tconf, corpus, writing_params_path, stage="pretrain",
+    data = corpus
+    if pairs_path is not None:
+        data = MixedDataset(corpus, NameDataset(corpus, read_text(pairs_path), source=pairs_path))
+    probe = None
+    if probe_every:
+        heldout = split_heldout(read_questions(probe_path, require_answers=True))[1]
+        probe = ProbeSchedule(probe_every, probe_items(heldout, "\n".join(corpus.data), max_prefix=corpus.max_len))
+    return run_training(model, data, tconf, corpus, writing_params_path, stage="pretrain",
                         device=device, writer=writer, progress=progress, save_every=save_every,
-                        checkpoint_every=checkpoint_every, resume=resume)
+                        checkpoint_every=checkpoint_every, resume=resume, probe=probe)
 
 
 def finetune(corpus_path, finetune_path, spec: ModelSpec, tconf: TrainConfig, writing_params_path,

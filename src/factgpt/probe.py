@@ -1,0 +1,78 @@
+"""The knowledge probe: does the pretrained model know a person's birthplace?
+
+For each probed person (people held out from finetuning, never dev people while settings are being
+chosen), take their own wiki.txt line up to the first occurrence of their birthplace, let the model
+continue it by greedy decoding, and count the person as known when the continuation starts with the
+place. A model that scores here has memorised the name-to-place tie in the corpus's own wording;
+finetuning then only has to teach it to give that tie back as an answer.
+
+    Khatchig Mouradian is a journalist, writer and translator born in | Lebanon
+    \\_________________________ prefix given ___________________________/ \\_ must follow _/
+
+The held-out split is the last `n` lines of the finetuning file: the rest is what a recipe under
+selection finetunes on, and their answers after finetuning are the second check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from factgpt.data import Question, Vocab
+from factgpt.decode import generate_batched
+from factgpt.model import GPT
+
+HELDOUT = 200  # finetuning lines held out to choose settings on (the last ones of the file)
+
+
+@dataclass(frozen=True)
+class ProbeItem:
+    person: str  # NAME of `Where was NAME born?`
+    prefix: str  # their own document up to the birthplace
+    place: str  # the gold birthplace, which must come next
+
+
+@dataclass
+class ProbeSchedule:
+    every: int  # epochs between probes (and one after the last epoch)
+    items: list[ProbeItem]  # the people probed
+
+
+def split_heldout(questions: list[Question], n: int = HELDOUT) -> tuple[list[Question], list[Question]]:
+    """(finetuning part, held-out part): the held-out part is the last `n` questions."""
+    if not 0 < n < len(questions):
+        raise ValueError(f"cannot hold out {n} of {len(questions)} questions")
+    return questions[:-n], questions[-n:]
+
+
+def probe_items(questions: list[Question], pretrain_text: str, *, max_prefix: int) -> list[ProbeItem]:
+    """The questions whose person has a document naming their birthplace within its first
+    `max_prefix` characters (the model never sees more of a document than its block allows)."""
+    from factgpt.analysis import biographies, own_documents, person_of
+
+    docs = biographies(pretrain_text)
+    items = []
+    for q in questions:
+        name = person_of(q.question)
+        own = own_documents(name, docs)
+        at = own[0].find(q.answer) if own and q.answer else -1
+        if 0 < at and at + len(q.answer) <= max_prefix:
+            items.append(ProbeItem(name, own[0][:at], q.answer))
+    return items
+
+
+def run_probe(model: GPT, vocab: Vocab, items: list[ProbeItem]) -> float:
+    """The share of items whose greedy continuation starts with the place (0 for no items)."""
+    if not items:
+        return 0.0
+    was_training = model.training
+    model.eval()
+    try:
+        steps = max(len(it.place) for it in items)
+        with torch.no_grad():
+            outs = generate_batched(model, [vocab.encode(it.prefix) for it in items], steps, stop_id=None)
+    finally:
+        model.train(was_training)
+    hits = sum(vocab.decode(out[len(it.prefix):]).startswith(it.place) for out, it in zip(outs, items))
+    return hits / len(items)
