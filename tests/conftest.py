@@ -58,19 +58,18 @@ def same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
 
 
 def crash_training_after_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
-    """Make every Trainer.train raise KeyboardInterrupt right after it writes the resume point of
-    `step`, as a run killed there would leave it; `monkeypatch.undo()` trains normally again."""
+    """Give every Trainer an on_step_end callback that raises KeyboardInterrupt at the end of
+    `step`, after that step's resume point is written (on_checkpoint comes first), as a run
+    killed there would leave it; `monkeypatch.undo()` trains normally again."""
     import factgpt.train as train_mod
-    real = train_mod.Trainer.train
+    real_init = train_mod.Trainer.__init__
 
-    def crashing(self):
-        save = self.on_checkpoint
+    def crash(trainer) -> None:
+        if trainer.state.step == step:
+            raise KeyboardInterrupt
 
-        def save_then_crash(trainer):
-            save(trainer)
-            if trainer.state.step == step:
-                raise KeyboardInterrupt
-        self.on_checkpoint = save_then_crash
-        return real(self)
+    def init(self, *args, **kwargs) -> None:
+        real_init(self, *args, **kwargs)
+        self.add_callback("on_step_end", crash)
 
-    monkeypatch.setattr(train_mod.Trainer, "train", crashing)
+    monkeypatch.setattr(train_mod.Trainer, "__init__", init)

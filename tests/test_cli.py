@@ -14,7 +14,8 @@ from conftest import DATA, TINY, need
 STUDY_FLAGS = ["--reading_params_path", "--writing_params_path", "--finetune_corpus_path",
                "--eval_corpus_path", "--outputs_path", "--pretrain_lr", "--finetune_lr",
                "--bottleneck_dim", "--tb_expt_name", "--max_epochs", "--batch_size", "--n_layer",
-               "--n_head", "--n_embd", "--seed", "--device"]
+               "--n_head", "--n_embd", "--seed", "--device", "--engine", "--precision", "--weight_decay",
+               "--min_truncation", "--max_truncation", "--mask_fraction", "--mix_pairs", "--probe_every"]
 
 
 @pytest.mark.parametrize("command", ["pretrain", "finetune", "evaluate"])
@@ -29,7 +30,8 @@ def test_help_shows_the_documented_flags(command, capsys):
 
 
 @pytest.mark.parametrize("command, flags", [
-    ("reproduce", ["--data-dir", "--out", "--budget", "--seeds", "--checkpoint_every", "smoke,quick,full"]),
+    ("reproduce", ["--data-dir", "--out", "--budget", "--seeds", "--checkpoint_every", "--rows",
+                   "smoke,quick,full,fast,mixed"]),
     ("demo", ["--out", "--seed", "--tiny", "--threads"]),
 ])
 def test_help_of_the_table_commands(command, flags, capsys):
@@ -37,6 +39,13 @@ def test_help_of_the_table_commands(command, flags, capsys):
         main([command, "--help"])
     out = capsys.readouterr().out
     assert e.value.code == 0 and all(f in out for f in flags), out
+
+
+def test_engine_flag_keeps_path_as_its_former_name():
+    parse = build_parser().parse_args
+    assert parse(["evaluate", "vanilla", "wiki.txt"]).engine == "fast"
+    assert parse(["evaluate", "vanilla", "wiki.txt", "--engine", "reference"]).engine == "reference"
+    assert parse(["pretrain", "vanilla", "wiki.txt", "--path", "reference"]).engine == "reference"
 
 
 def test_console_script_runs():
@@ -198,3 +207,20 @@ def test_reproduce_smoke_on_real_data_writes_every_file(tmp_path, capsys):
 def test_reproduce_without_data_says_how_to_get_it(tmp_path, capsys):
     _one_clear_line(*run(["reproduce", "--data-dir", tmp_path, "--out", tmp_path / "o"], capsys)[::2],
                     "wiki.txt is missing", "factgpt data download")
+
+
+def test_bench_rows_show_each_change(tiny_files):
+    """`factgpt bench`'s table on tiny files: one row per change of the fast path, the perceiver,
+    the decoding rows, and what an epoch costs."""
+    from factgpt.bench import FAST_VARIANTS, format_report, run_bench
+
+    d = tiny_files["dir"]
+    (d / "wiki.txt").write_text(tiny_files["corpus"].read_text())
+    (d / "birth_places_train.tsv").write_text(tiny_files["train"].read_text())
+    (d / "birth_dev.tsv").write_text(tiny_files["dev"].read_text())
+    rows, decode = run_bench(d, steps=1, decode_sample=2, bottleneck_dim=8)
+    assert [r.path for r in rows[:5]] == ["reference fp32", *(v.label for v in FAST_VARIANTS)]
+    assert rows[-1].path.startswith("perceiver m=8") and all(r.examples_per_s > 0 for r in rows)
+    assert decode.sample_agrees and decode.n_questions == 2 and decode.perceiver_seconds > 0
+    text = format_report(rows, decode, n_documents=10)
+    assert "+ rows grouped by length" in text and "x vanilla" in text and "One pretraining epoch" in text

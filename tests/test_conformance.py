@@ -54,7 +54,7 @@ def test_greedy_predictions_match_the_reference_line_for_line(reference):
     model.set_attention("sdpa")
     questions = read_questions(DATA / "birth_dev.tsv")
     vocab = CharCorruptionDataset(read_text(DATA / "wiki.txt"), 128).vocab
-    preds = predict(model, questions, vocab, fast=True)
+    preds = predict(model, questions, vocab, engine="fast")
     want = (CONFORMANCE / "vanilla_ref.dev.predictions").read_text(encoding="utf-8").split("\n")[:-1]
     assert preds == want
     assert score(questions, preds).correct == 5
@@ -65,4 +65,4 @@ def test_one_at_a_time_decoding_matches_on_a_sample(reference):
     questions = read_questions(DATA / "birth_dev.tsv")[:4]
     vocab = CharCorruptionDataset(read_text(DATA / "wiki.txt"), 128).vocab
     want = (CONFORMANCE / "vanilla_ref.dev.predictions").read_text(encoding="utf-8").split("\n")[:4]
-    assert predict(model, questions, vocab, fast=False) == want
+    assert predict(model, questions, vocab, engine="reference") == want

@@ -17,7 +17,8 @@ from conftest import TINY
 
 def test_two_processes_match_one(tiny_files, tmp_path):
     common = ["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--dropout", "0", "--shuffle",
-              "--max_epochs", "3", "--batch_size", "4", "--seed", "3", "--checkpoint_every", "0"]
+              "--max_epochs", "3", "--batch_size", "4", "--seed", "3", "--checkpoint_every", "0",
+              "--precision", "fp32"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     two, one = tmp_path / "two.safetensors", tmp_path / "one.safetensors"
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -44,7 +45,7 @@ def test_last_global_batch_smaller_than_the_world(tiny_files, tmp_path, variant)
                       encoding="utf-8")  # no final newline: 5 documents, not 5 and an empty one
     assert len(load_corpus(corpus)) == 5
     extra = ["--bottleneck_dim", "8"] if variant == "perceiver" else []
-    common = ["pretrain", variant, str(corpus), *TINY, *extra, "--dropout", "0", "--shuffle",
+    common = ["pretrain", variant, str(corpus), *TINY, *extra, "--dropout", "0", "--shuffle", "--precision", "fp32",
               "--max_epochs", "2", "--batch_size", "4", "--seed", "5", "--checkpoint_every", "0"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     two, one = tmp_path / "two.safetensors", tmp_path / "one.safetensors"

@@ -109,7 +109,7 @@ def test_unwritable_output_fails_before_training(tiny_files, tmp_path, capsys):
 def test_disk_full_keeps_the_previous_checkpoint(tiny_files, tmp_path, capsys, monkeypatch):
     import errno
 
-    import factgpt.checkpoint as ck
+    import factgpt.atomic as atomic
     out = tmp_path / "m.safetensors"
     args = ["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--max_epochs", "1", "--writing_params_path",
             str(out)]
@@ -118,7 +118,7 @@ def test_disk_full_keeps_the_previous_checkpoint(tiny_files, tmp_path, capsys, m
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(ck.os, "fsync", full)  # the write of the new checkpoint fails
+    monkeypatch.setattr(atomic.os, "fsync", full)  # the write of the new checkpoint fails
     assert main([*args[:-4], "--max_epochs", "2", "--writing_params_path", str(out)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("factgpt: error: ") and "No space left on device" in err and len(err.splitlines()) == 1

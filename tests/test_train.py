@@ -60,7 +60,7 @@ def test_reference_and_fast_paths_take_the_same_steps(kind, layout):
     results = {}
     for path in ("reference", "fast"):
         model = copy.deepcopy(base)
-        tc = TrainConfig(max_epochs=2, batch_size=4, learning_rate=1e-3, final_tokens=10_000, path=path,
+        tc = TrainConfig(max_epochs=2, batch_size=4, learning_rate=1e-3, final_tokens=10_000, engine=path,
                          precision="fp32", layout=layout, group_tokens=64)
         st = Trainer(model, ds, tc, progress=False).train()
         results[path] = (st, model)
@@ -104,3 +104,22 @@ def test_compile_falls_back_to_eager_when_compilation_fails(monkeypatch):
                                             compile=True), progress=False)
     st = tr.train()
     assert st.step == 3 and tr.compile_fallback == "RuntimeError: no C compiler found"
+
+
+def test_callbacks_fire_in_order_and_stop_ends_training():
+    """on_checkpoint every N steps before on_step_end, on_epoch_end after each epoch; stop() ends
+    training after the current step."""
+    corpus = CharCorruptionDataset(tiny_corpus(), 64)  # 9 documents: 3 steps an epoch of batch 4
+    model = GPT(GPTConfig(vocab_size=corpus.vocab_size, block_size=64, n_layer=1, n_head=1, n_embd=8))
+    tr = Trainer(model, corpus, TrainConfig(max_epochs=3, batch_size=4, learning_rate=1e-3, final_tokens=10**6),
+                 progress=False, checkpoint_every=2)
+    seen = []
+    for event in ("on_step_end", "on_epoch_end", "on_checkpoint"):
+        tr.add_callback(event, lambda t, e=event: seen.append((e, t.state.step)))
+    tr.add_callback("on_step_end", lambda t: t.stop() if t.state.step == 5 else None)
+    with pytest.raises(ValueError):
+        tr.add_callback("on_batch_end", print)
+    st = tr.train()
+    assert (st.step, st.epoch, st.batch_in_epoch) == (5, 1, 2)
+    assert seen == [("on_step_end", 1), ("on_checkpoint", 2), ("on_step_end", 2), ("on_step_end", 3),
+                    ("on_epoch_end", 3), ("on_checkpoint", 4), ("on_step_end", 4), ("on_step_end", 5)]

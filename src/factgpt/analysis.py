@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
-from factgpt.checkpoint import atomic_write_text
+from factgpt.atomic import atomic_write_text
 from factgpt.data import MASK_CHAR, MASK_ID, Question, Vocab
 from factgpt.model import GPT
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from factgpt.checkpoint import atomic_write_text
+from factgpt.atomic import atomic_write_text
 from factgpt.config import GPTConfig
 from factgpt.model import Attention
 

@@ -4,16 +4,14 @@ factgpt format: one safetensors file; its header metadata holds a JSON document 
 version, the variant, the full model config, the vocabulary and training progress. Loading never
 executes code: safetensors holds only tensors, and a reference `.params` file (a pickled state
 dict) is read with torch.load(weights_only=True), which refuses anything but tensors and plain
-containers. Every write goes to a temporary file in the same folder, is flushed and fsynced,
-then renamed over the final name, so a crash never leaves a half-written checkpoint.
+containers. Every write is atomic (factgpt.atomic), so a crash never leaves a half-written
+checkpoint.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from factgpt.atomic import atomic_write_bytes
 from factgpt.config import GPTConfig
 from factgpt.data import Vocab
 from factgpt.errors import FactgptError
@@ -30,41 +29,6 @@ from factgpt.model import GPT
 
 FORMAT = "factgpt-checkpoint"
 FORMAT_VERSION = 1
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` so that `path` is either the old file or the complete new one."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise FactgptError("the folder does not exist", path=folder, hint="create it first")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as e:
-        raise FactgptError(f"cannot write here: {e.strerror}", path=folder) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise FactgptError(f"cannot write: {e.strerror}", path=path) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 @dataclass

@@ -20,9 +20,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from factgpt.errors import FactgptError
+
+if TYPE_CHECKING:  # torch and the library load on first use, so that `--help` is quick
+    import torch
+
+    from factgpt.stages import ModelSpec, TrainOutcome
 
 VARIANTS = ("vanilla", "perceiver")
 
@@ -57,11 +64,12 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
     g.add_argument("--n_embd", type=int, default=256, help="embedding width (256)")
     g.add_argument("--seed", type=int, default=0, help="seed for init, dropout and corruption draws (0)")
     g.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
-    g.add_argument("--path", choices=("fast", "reference"), default="fast",
-                   help="fast (packed batches, fused kernels, KV-cache decoding) or the reference's computation")
+    g.add_argument("--engine", "--path", dest="engine", choices=("fast", "reference"), default="fast",
+                   help="fast (length-grouped batches, fused kernels, KV-cache decoding) or the reference's "
+                   "computation; --path is its former name")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="auto (bf16 autocast where the hardware runs bf16 matmuls natively, else fp32; the "
-                   "reference path: fp32), fp32 (the reference arithmetic) or bf16")
+                   "reference engine: fp32), fp32 (the reference arithmetic) or bf16")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     g.add_argument("--dropout", type=float, default=None, help="all three dropouts (reference: 0.1)")
     g.add_argument("--weight_decay", type=float, default=None, help="AdamW weight decay (reference: 0.1)")
@@ -185,69 +193,83 @@ def _require(args, *names: str) -> None:
             raise FactgptError(f"`factgpt {args.command}` needs --{n}")
 
 
-def _study(args) -> int:
+@dataclass
+class _Runtime:
+    """What pretrain, finetune and evaluate set up alike from their flags."""
+    device: torch.device
+    world: int  # processes under torchrun (1 without)
+    spec: ModelSpec
+    overrides: dict  # TrainConfig fields the flags set (None: the recipe's value)
+    progress: bool
+
+
+def _runtime(args) -> _Runtime:
+    """Threads, device, the torchrun process group, the model spec and the TrainConfig overrides."""
     import torch
 
-    from factgpt import stages
-    from factgpt.config import finetune_config, pretrain_config
-    from factgpt.data import Corruption
+    from factgpt.runtime import init_distributed, resolve_device
+    from factgpt.stages import ModelSpec
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = stages.resolve_device(args.device)
-    world = stages.init_distributed(device)  # torchrun: one process per device, global batch split
+    device = resolve_device(args.device)
+    world = init_distributed(device)  # torchrun: one process per device, global batch split
     if world > 1 and args.command == "evaluate":
         raise FactgptError("evaluate runs in one process", hint="run it without torchrun")
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    spec = stages.ModelSpec(args.variant, args.bottleneck_dim, args.n_layer, args.n_head, args.n_embd,
-                            args.dropout)
+    spec = ModelSpec(args.variant, args.bottleneck_dim, args.n_layer, args.n_head, args.n_embd, args.dropout)
     overrides = dict(max_epochs=args.max_epochs, batch_size=args.batch_size, seed=args.seed,
-                     path=args.path, precision=args.precision, final_tokens=args.final_tokens,
+                     engine=args.engine, precision=args.precision, final_tokens=args.final_tokens,
                      shuffle=args.shuffle or world > 1, compile=args.compile, weight_decay=args.weight_decay)
-    progress = not args.quiet
-    if args.command == "pretrain":
-        _require(args, "writing_params_path")
-        if args.mix_pairs or args.probe_every:
-            _require(args, "finetune_corpus_path")
-        corruption = Corruption(**{k: v for k, v in (("min_truncation", args.min_truncation),
-                                                      ("max_truncation", args.max_truncation),
-                                                      ("mask_fraction", args.mask_fraction)) if v is not None})
-        corpus = stages.load_corpus(args.pretrain_corpus_path, corruption=corruption)
-        tconf = pretrain_config(len(corpus), args.pretrain_lr, **overrides)
-        out = stages.pretrain(args.pretrain_corpus_path, spec, tconf, args.writing_params_path,
-                              device=device, writer=_writer(args, "pretrain"), progress=progress,
-                              reading_params_path=args.reading_params_path, save_every=args.save_every,
-                              checkpoint_every=args.checkpoint_every, resume=args.resume, corpus=corpus,
-                              pairs_path=args.finetune_corpus_path if args.mix_pairs else None,
-                              probe_every=args.probe_every, probe_path=args.finetune_corpus_path)
-    elif args.command == "finetune":
-        _require(args, "writing_params_path", "finetune_corpus_path")
-        corpus = stages.load_corpus(args.pretrain_corpus_path)
-        tconf = finetune_config(len(corpus), args.reading_params_path is not None, args.finetune_lr,
-                                **overrides)
-        out = stages.finetune(args.pretrain_corpus_path, args.finetune_corpus_path, spec, tconf,
-                              args.writing_params_path, reading_params_path=args.reading_params_path,
-                              device=device, writer=_writer(args, "finetune"), progress=progress,
-                              save_every=args.save_every, checkpoint_every=args.checkpoint_every,
-                              resume=args.resume, corpus=corpus)
-    else:
-        _require(args, "reading_params_path", "eval_corpus_path", "outputs_path")
-        tqdm = None
-        if progress and args.path == "reference":
-            from tqdm.auto import tqdm
-        ev = stages.evaluate(args.pretrain_corpus_path, args.reading_params_path,
-                             args.eval_corpus_path, args.outputs_path, spec, device=device,
-                             fast=args.path == "fast", progress=tqdm)
-        if ev.score is None:
-            print(f"Predictions written to {args.outputs_path}; {args.eval_corpus_path} has no "
-                  "answers, so no accuracy")
-        else:
-            print(ev.score.line())
-        print(f"({len(ev.predictions)} questions in {ev.seconds:.2f} s)", file=sys.stderr)
-        return 0
+    return _Runtime(device, world, spec, overrides, progress=not args.quiet)
+
+
+def _pretrain(args) -> int:
+    from factgpt import stages
+    from factgpt.config import pretrain_config
+    from factgpt.data import Corruption
+
+    rt = _runtime(args)
+    _require(args, "writing_params_path")
+    if args.mix_pairs or args.probe_every:
+        _require(args, "finetune_corpus_path")
+    corruption = Corruption(**{k: v for k, v in (("min_truncation", args.min_truncation),
+                                                  ("max_truncation", args.max_truncation),
+                                                  ("mask_fraction", args.mask_fraction)) if v is not None})
+    corpus = stages.load_corpus(args.pretrain_corpus_path, corruption=corruption)
+    tconf = pretrain_config(len(corpus), args.pretrain_lr, **rt.overrides)
+    out = stages.pretrain(args.pretrain_corpus_path, rt.spec, tconf, args.writing_params_path,
+                          device=rt.device, writer=_writer(args, "pretrain"), progress=rt.progress,
+                          reading_params_path=args.reading_params_path, save_every=args.save_every,
+                          checkpoint_every=args.checkpoint_every, resume=args.resume, corpus=corpus,
+                          pairs_path=args.finetune_corpus_path if args.mix_pairs else None,
+                          probe_every=args.probe_every, probe_path=args.finetune_corpus_path)
+    return _trained(args, out)
+
+
+def _finetune(args) -> int:
+    from factgpt import stages
+    from factgpt.config import finetune_config
+
+    rt = _runtime(args)
+    _require(args, "writing_params_path", "finetune_corpus_path")
+    corpus = stages.load_corpus(args.pretrain_corpus_path)
+    tconf = finetune_config(len(corpus), args.reading_params_path is not None, args.finetune_lr, **rt.overrides)
+    out = stages.finetune(args.pretrain_corpus_path, args.finetune_corpus_path, rt.spec, tconf,
+                          args.writing_params_path, reading_params_path=args.reading_params_path,
+                          device=rt.device, writer=_writer(args, "finetune"), progress=rt.progress,
+                          save_every=args.save_every, checkpoint_every=args.checkpoint_every,
+                          resume=args.resume, corpus=corpus)
+    return _trained(args, out)
+
+
+def _trained(args, out: TrainOutcome) -> int:
+    """The one-line account of a finished training command (from the main process only)."""
+    from factgpt.runtime import is_main_process
+
     st = out.state
-    if not stages.is_main_process():
+    if not is_main_process():
         return 0
     if out.resumed_from is not None:
         print(f"resumed at step {out.resumed_from}", file=sys.stderr)
@@ -257,6 +279,25 @@ def _study(args) -> int:
           f"{out.seconds:.1f} s ({st.tokens / max(out.seconds, 1e-9):,.0f} tokens/s counted as the "
           f"reference counts, {st.useful_tokens / max(out.seconds, 1e-9):,.0f} useful); final loss "
           f"{st.losses[-1]:.4f}; {out.precision}; wrote {out.params_path}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from factgpt import stages
+
+    rt = _runtime(args)
+    _require(args, "reading_params_path", "eval_corpus_path", "outputs_path")
+    tqdm = None
+    if rt.progress and args.engine == "reference":
+        from tqdm.auto import tqdm
+    ev = stages.evaluate(args.pretrain_corpus_path, args.reading_params_path, args.eval_corpus_path,
+                         args.outputs_path, rt.spec, device=rt.device, engine=args.engine, progress=tqdm)
+    if ev.score is None:
+        print(f"Predictions written to {args.outputs_path}; {args.eval_corpus_path} has no "
+              "answers, so no accuracy")
+    else:
+        print(ev.score.line())
+    print(f"({len(ev.predictions)} questions in {ev.seconds:.2f} s)", file=sys.stderr)
     return 0
 
 
@@ -286,11 +327,14 @@ def _bench(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from factgpt.data import read_text
+
     rows, decode = run_bench(args.data_dir, steps=args.steps, params=args.params,
                              decode_sample=args.decode_sample, log=lambda m: print(m, file=sys.stderr))
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, "
           f"{torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}")
-    print(format_report(rows, decode))
+    n_docs = len(read_text(Path(args.data_dir) / "wiki.txt").split("\n"))
+    print(format_report(rows, decode, n_docs))
     return 0
 
 
@@ -332,7 +376,6 @@ def _demo(args) -> int:
 def _reproduce(args) -> int:
     import torch
 
-    from factgpt import stages
     from factgpt.reproduce import (
         PUBLISHED,
         ROWS,
@@ -344,6 +387,7 @@ def _reproduce(args) -> int:
         with_budget,
         write_report,
     )
+    from factgpt.runtime import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -357,7 +401,7 @@ def _reproduce(args) -> int:
     if unknown:
         raise FactgptError(f"--rows: no row named {', '.join(unknown)}", hint=f"rows: {' '.join(ROWS)}")
     run = TableRun(Files(d / "wiki.txt", d / "birth_places_train.tsv", d / "birth_dev.tsv", extra), recipe,
-                   args.out, device=stages.resolve_device(args.device), progress=not args.quiet,
+                   args.out, device=resolve_device(args.device), progress=not args.quiet,
                    log=lambda m: print(m, file=sys.stderr), checkpoint_every=args.checkpoint_every)
     summary = summarize(run.run(seeds=args.seeds, rows=args.rows or ROWS))
     note = budget_note(recipe, args.seeds, len(run.questions))
@@ -436,7 +480,7 @@ def _sample(args) -> int:
 def _analyze(args) -> int:
     from factgpt import stages
     from factgpt.analysis import analyze, answer_probability, summary_markdown, write_categories_tsv, write_chart
-    from factgpt.checkpoint import atomic_write_text
+    from factgpt.atomic import atomic_write_text
     from factgpt.data import read_questions, read_text, split_lines
 
     questions = read_questions(args.eval_corpus_path, require_answers=True)
@@ -461,19 +505,23 @@ def _analyze(args) -> int:
     return 0
 
 
-COMMANDS = {"pretrain": _study, "finetune": _study, "evaluate": _study, "london": _london,
+COMMANDS = {"pretrain": _pretrain, "finetune": _finetune, "evaluate": _evaluate, "london": _london,
             "data": _data, "bench": _bench, "demo": _demo,
             "reproduce": _reproduce, "attention-lab": _attention_lab, "ask": _ask, "sample": _sample,
             "analyze": _analyze}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from factgpt.runtime import leave_distributed
+
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
     except FactgptError as e:
         print(f"factgpt: error: {e}", file=sys.stderr)
-        return 1
+        code = 1
     except KeyboardInterrupt:
         print("factgpt: interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    leave_distributed(code)  # under torchrun: exits here
+    return code

@@ -72,15 +72,15 @@ class TrainConfig:
     # rises again (cos keeps turning; only the 0.1 floor holds): reproduced on purpose.
     final_tokens: int = 0
     seed: int = 0  # seeds parameter init, dropout and the corruption draws
-    # Execution path. "fast": examples packed into rows with per-example attention masks,
-    # fused attention, fused AdamW, vectorised batches. "reference": padded rows through a
-    # DataLoader, explicit attention, for-each AdamW, as the reference runs.
-    path: Literal["fast", "reference"] = "fast"
+    # How training computes. "fast": vectorised batches laid out by `layout`, fused attention,
+    # fused AdamW. "reference": padded rows through a DataLoader, explicit attention, for-each
+    # AdamW, as the reference runs.
+    engine: Literal["fast", "reference"] = "fast"
     # "auto": bf16 autocast where the hardware runs bf16 matmuls natively (AVX512-BF16/AMX CPUs,
-    # bf16-capable GPUs) on the fast path, fp32 elsewhere and on the reference path; "fp32": the
+    # bf16-capable GPUs) on the fast engine, fp32 elsewhere and on the reference engine; "fp32": the
     # reference arithmetic; "bf16": autocast wherever torch supports it.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    # How the fast path lays out a batch: "grouped" (examples of similar length together, each
+    # How the fast engine lays out a batch: "grouped" (examples of similar length together, each
     # group trimmed to its longest) or "packed" (several examples per row, block-diagonal mask).
     layout: Literal["grouped", "packed"] = "grouped"
     group_tokens: int = 4096  # ids per group of the grouped layout (rows x trimmed length)

@@ -6,8 +6,8 @@ character outside the vocabulary, each raise FactgptError naming the file and th
 
 Every random draw of the span corruption comes from the dataset's own torch.Generator, three
 uniforms per example, whether one example is drawn (__getitem__) or a whole batch (draw_batch):
-torch's CPU generator gives the same stream either way, so the reference path (a DataLoader
-over __getitem__) and the fast path (draw_batch) see exactly the same examples.
+torch's CPU generator gives the same stream either way, so the reference engine (a DataLoader
+over __getitem__) and the fast engine (draw_batch) see exactly the same examples.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from factgpt.checkpoint import atomic_write_bytes
+from factgpt.atomic import atomic_write_bytes
 from factgpt.errors import FactgptError
 
 BASE_URL = "https://raw.githubusercontent.com/parachutel/cs224n-stanford-winter2021/main/a5/"

@@ -51,11 +51,14 @@ def answer_from(completion: str) -> str:
     return parts[1] if len(parts) > 1 else ""
 
 
-def predict(model: GPT, questions: list[Question], vocab: Vocab, *, fast: bool = True,
+def predict(model: GPT, questions: list[Question], vocab: Vocab, *, engine: str = "fast",
             source: str | Path | None = None, progress=None) -> list[str]:
-    """Greedy answers for every question, batched with a KV cache (fast) or one at a time."""
+    """Greedy answers for every question: batched with a KV cache (engine "fast") or one at a time
+    without a cache (engine "reference"; `progress` wraps the questions, e.g. tqdm)."""
+    if engine not in ("fast", "reference"):
+        raise ValueError(f"no engine {engine!r}: fast or reference")
     prompts = encode_prompts(questions, vocab, model.get_block_size(), source)
-    if fast:
+    if engine == "fast":
         outs = generate_batched(model, prompts, ANSWER_STEPS)
     else:
         it = progress(prompts) if progress else prompts

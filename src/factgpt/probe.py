@@ -40,9 +40,11 @@ class ProbeSchedule:
 
 
 def split_heldout(questions: list[Question], n: int = HELDOUT) -> tuple[list[Question], list[Question]]:
-    """(finetuning part, held-out part): the held-out part is the last `n` questions."""
-    if not 0 < n < len(questions):
-        raise ValueError(f"cannot hold out {n} of {len(questions)} questions")
+    """(finetuning part, held-out part): the held-out part is the last `n` questions, or the last
+    tenth (at least one) of a file with fewer than 10 * n lines."""
+    if len(questions) < 2:
+        raise ValueError("holding people out needs at least two questions")
+    n = min(n, max(1, len(questions) // 10))
     return questions[:-n], questions[-n:]
 
 

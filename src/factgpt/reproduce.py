@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from factgpt.checkpoint import atomic_write_text, load_checkpoint, resume_path_for
+from factgpt.atomic import atomic_write_text
+from factgpt.checkpoint import load_checkpoint, resume_path_for
 from factgpt.config import BLOCK_SIZE, GPTConfig, TrainConfig, json_roundtrip
 from factgpt.data import (
     REFERENCE_CORRUPTION,
@@ -36,7 +37,8 @@ from factgpt.errors import FactgptError
 from factgpt.evaluate import Score, most_frequent_answer, predict, score
 from factgpt.model import GPT
 from factgpt.probe import ProbeSchedule, probe_items, split_heldout
-from factgpt.stages import machine, run_training
+from factgpt.runtime import machine
+from factgpt.stages import run_training
 
 PUBLISHED = {  # the study's dev accuracy (500 questions)
     "baseline": (25, 500), "vanilla_nopretrain": (10, 500), "vanilla_pretrain": (119, 500),
@@ -155,6 +157,27 @@ class RowResult:
         return 100.0 * self.correct / self.total
 
 
+# How a stage runs, not what it computes: a finished stage recorded with other values still counts
+LAYOUT_FIELDS = ("layout", "group_tokens", "log_every", "compile")
+
+
+def same_recipe(record: dict, model_identity: dict, tconf: TrainConfig) -> bool:
+    """Whether a recorded stage used this model and recipe. Records written before a setting
+    existed lack it (it then had its default value) and spell `engine` as `path`."""
+    train = dict(record.get("train") or {})
+    if "path" in train:
+        train["engine"] = train.pop("path")
+    mine = json_roundtrip(asdict(tconf))
+    defaults = json_roundtrip(asdict(TrainConfig(max_epochs=0, batch_size=0, learning_rate=0.0)))
+    for key in mine:
+        if key in LAYOUT_FIELDS:
+            train.pop(key, None)
+        elif key not in train:
+            train[key] = defaults[key]
+    mine = {k: v for k, v in mine.items() if k not in LAYOUT_FIELDS}
+    return record.get("model") == json_roundtrip(model_identity) and train == mine
+
+
 def pretrain_flags(r: Recipe, train_file: Path) -> str:
     """The command-line flags of the recipe's pretraining settings that differ from the reference."""
     c, ref = r.corruption, REFERENCE_CORRUPTION
@@ -224,8 +247,7 @@ class TableRun:
         ckpt = self.out / f"{key}.safetensors"
         if key in self.records and ckpt.exists():
             rec = self.records[key]
-            same = json_roundtrip({"model": model.config.identity(), "train": asdict(tconf)})
-            if {"model": rec.get("model"), "train": rec.get("train")} != same:
+            if not same_recipe(rec, model.config.identity(), tconf):
                 raise FactgptError(f"{key} was run here before with another recipe", path=self.out,
                                    hint="use another --out, or delete the folder to start over")
             self.say(f"{key}: done earlier, skipped")
@@ -397,6 +419,10 @@ def write_report(out: str | Path, summary: list[dict], records: dict, *, title: 
     fig.savefig(out / "loss_curves.png", dpi=120)
     plt.close(fig)
 
+    probed = {k: r for k, r in records.items() if r.get("probes")}
+    if probed:
+        draw_knowledge(probed, out / "knowledge.png")
+
     fig, ax = plt.subplots(figsize=(7, 3.5))
     labels = [s["title"] for s in summary]
     ys = [s["mean"] for s in summary]
@@ -419,7 +445,8 @@ def write_report(out: str | Path, summary: list[dict], records: dict, *, title: 
              "## What the models answer", "",
              "A model that retrieves facts gives many different answers; one that answers from the prior "
              "repeats a few, and its correct answers are among them.", "", format_spread(summary), "",
-             "![accuracy](accuracy.png)", "", "![loss curves](loss_curves.png)", "", "## Stages", "",
+             "![accuracy](accuracy.png)", "", "![loss curves](loss_curves.png)", "",
+             *(knowledge_section(probed) if probed else []), "## Stages", "",
              "| stage | wall time | command | commit | machine |", "|---|---|---|---|---|"]
     for key, rec in records.items():
         lines.append(f"| {key} | {rec.get('seconds', 0):.1f} s | `{rec.get('command', '')}` | "
@@ -428,6 +455,42 @@ def write_report(out: str | Path, summary: list[dict], records: dict, *, title: 
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def knowledge_section(probed: dict) -> list[str]:
+    """Report lines: when the facts arrive during pretraining (the held-out probe)."""
+    lines = ["## When the facts arrive", "",
+             "The knowledge probe: the share of held-out training people (never dev) whose own wiki.txt line the "
+             "pretrained model completes with their birthplace, by greedy decoding from the line up to the place.",
+             "", "| stage | epoch | training time | loss (last step of the epoch) | probe |", "|---|---|---|---|---|"]
+    for key, rec in probed.items():
+        for p in rec["probes"]:
+            loss = rec["losses"][p["step"] - 1] if p["step"] <= len(rec.get("losses", [])) else float("nan")
+            lines.append(f"| {key} | {p['epoch']} | {p['seconds'] / 60:.1f} min | {loss:.3f} | "
+                         f"{100 * p['known']:.1f}% |")
+    return [*lines, "", "![knowledge](knowledge.png)", ""]
+
+
+def draw_knowledge(probed: dict, path: Path) -> None:
+    """Loss and probe against training minutes, side by side, one line per pretraining stage."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_probe) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for key, rec in probed.items():
+        losses, seconds = rec.get("losses", []), rec.get("seconds", 0.0)
+        if losses:  # steps spread evenly over the stage's training time
+            ax_loss.plot([seconds / 60 * (i + 1) / len(losses) for i in range(len(losses))], losses, linewidth=0.6,
+                         label=key)
+        ax_probe.plot([p["seconds"] / 60 for p in rec["probes"]], [100 * p["known"] for p in rec["probes"]],
+                      marker="o", markersize=3, label=key)
+    ax_loss.set(xlabel="training minutes", ylabel="training loss", yscale="log", title="Loss")
+    ax_probe.set(xlabel="training minutes", ylabel="held-out people known (%)", title="Knowledge probe")
+    ax_probe.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def budget_note(recipe: Recipe, seeds: int, questions: int) -> str:
@@ -440,7 +503,20 @@ def budget_note(recipe: Recipe, seeds: int, questions: int) -> str:
             f"reaching its floor after {recipe.pretrain_final_epochs:g} epochs' tokens (reference: "
             f"{full.pretrain_final_epochs:g}); finetuning {recipe.finetune_epochs} epochs after pretraining and "
             f"{recipe.finetune_epochs_scratch} without; {recipe.precision}; {seeds} seed(s); dev accuracy on "
-            f"{questions} questions, greedy decoding.")
+            f"{questions} questions, greedy decoding.{recipe_differences(recipe, full)}")
+
+
+def recipe_differences(recipe: Recipe, full: Recipe) -> str:
+    """' Unlike the reference: ...' for the pretraining settings a recipe changes ('' if none)."""
+    c, ref = recipe.corruption, full.corruption
+    diffs = [f"{name} {mine:g} (reference {theirs:g})" for name, mine, theirs in (
+        ("dropout", recipe.dropout, full.dropout), ("weight decay", recipe.weight_decay, full.weight_decay),
+        ("batch", recipe.pretrain_batch, full.pretrain_batch), ("learning rate", recipe.pretrain_lr, full.pretrain_lr),
+        ("shortest truncation", c.min_truncation, ref.min_truncation),
+        ("mask fraction", c.mask_fraction, ref.mask_fraction)) if mine != theirs]
+    diffs += ["a new example order every epoch"] if recipe.shuffle else []
+    diffs += ["the finetuning pairs mixed into pretraining"] if recipe.mix_pairs else []
+    return f" Pretraining unlike the reference: {'; '.join(diffs)}." if diffs else ""
 
 
 def with_budget(name: str, **overrides) -> Recipe:

@@ -7,16 +7,15 @@ outputs; they return what happened and never print (the CLI, demo and reproduce 
 from __future__ import annotations
 
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from factgpt.atomic import atomic_write_text
 from factgpt.checkpoint import (
     Checkpoint,
-    atomic_write_text,
     check_compatible,
     load_checkpoint,
     load_training_state,
@@ -39,7 +38,8 @@ from factgpt.errors import FactgptError
 from factgpt.evaluate import Score, predict, score
 from factgpt.model import GPT
 from factgpt.probe import ProbeSchedule, probe_items, run_probe, split_heldout
-from factgpt.train import Trainer, TrainState
+from factgpt.runtime import is_main_process
+from factgpt.train import Trainer, TrainingData, TrainState
 
 
 @dataclass
@@ -59,37 +59,6 @@ class ModelSpec:
         return GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=self.n_layer,
                          n_head=self.n_head, n_embd=self.n_embd, perceiver=p,
                          bottleneck_dim=self.bottleneck_dim if p else None, **drop)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FactgptError(f"--device {name}: no CUDA device is available", hint="use --device cpu")
-    return torch.device(name)
-
-
-def init_distributed(device: torch.device) -> int:
-    """Join the process group torchrun describes (gloo on CPU, NCCL on CUDA); the world size."""
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return world
-
-
-def is_main_process() -> bool:
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def machine() -> str:
-    return (f"{platform.node() or 'unknown'} ({platform.machine()}, {torch.get_num_threads()} threads, "
-            f"torch {torch.__version__})")
 
 
 def load_corpus(path: str | Path, seed: int = 0,
@@ -128,7 +97,7 @@ class TrainOutcome:
     precision: str = "fp32"  # what the run computed in ("auto" resolved)
 
 
-def run_training(model: GPT, dataset, tconf: TrainConfig, corpus: CharCorruptionDataset,
+def run_training(model: GPT, dataset: TrainingData, tconf: TrainConfig, corpus: CharCorruptionDataset,
                  writing_params_path: str | Path, *, stage: str, device: torch.device, writer=None,
                  progress: bool = True, save_every: int = 0, checkpoint_every: int = 0,
                  resume: bool = False, probe: ProbeSchedule | None = None) -> TrainOutcome:
@@ -145,11 +114,12 @@ def run_training(model: GPT, dataset, tconf: TrainConfig, corpus: CharCorruption
             return
         meta = {"stage": stage, "epochs": st.epoch, "max_epochs": tconf.max_epochs, "steps": st.step,
                 "tokens": st.tokens, "seconds": round(time.perf_counter() - t0, 2),
-                "seed": tconf.seed, "path": tconf.path, "precision": trainer.precision,
-                "final_loss": st.losses[-1] if st.losses else None}
+                "seed": tconf.seed, "engine": tconf.engine, "precision": trainer.precision,
+                "final_loss": st.losses[-1] if st.losses else None, "probes": st.probes}
         save_checkpoint(writing_params_path, model, corpus.vocab, meta)
 
-    def on_epoch_end(st: TrainState) -> None:
+    def on_epoch_end(trainer: Trainer) -> None:
+        st = trainer.state
         if probe is not None and is_main_process() and (st.epoch % probe.every == 0
                                                         or st.epoch == tconf.max_epochs):
             known = run_probe(model, corpus.vocab, probe.items)
@@ -165,11 +135,15 @@ def run_training(model: GPT, dataset, tconf: TrainConfig, corpus: CharCorruption
             save_training_state(resume_file, *trainer.snapshot())
 
     trainer = Trainer(model, dataset, tconf, device=device, writer=writer, progress=progress,
-                      on_epoch_end=on_epoch_end, checkpoint_every=checkpoint_every, on_checkpoint=checkpoint)
+                      checkpoint_every=checkpoint_every)
+    trainer.add_callback("on_epoch_end", on_epoch_end)
+    trainer.add_callback("on_checkpoint", checkpoint)
     resumed_from = None
     if resume and resume_file.exists():
         tensors, meta = load_training_state(resume_file)
         mine = trainer.identity()
+        if "path" in meta["config"]:  # written before TrainConfig.path was named engine
+            meta["config"]["engine"] = meta["config"].pop("path")
         if meta["model"] != mine["model"] or meta["config"] != mine["config"]:
             raise FactgptError("the resume point belongs to a run with another model or recipe", path=resume_file,
                                hint="use the same flags as the interrupted run, or delete it")
@@ -235,7 +209,7 @@ class EvalOutcome:
 
 
 def evaluate(corpus_path, reading_params_path, eval_path, outputs_path, spec: ModelSpec, *,
-             device, fast: bool = True, progress=None) -> EvalOutcome:
+             device, engine: str = "fast", progress=None) -> EvalOutcome:
     corpus = load_corpus(corpus_path)
     model, _ = load_model(reading_params_path, spec, corpus, corpus_path)
     model.to(device)
@@ -243,7 +217,7 @@ def evaluate(corpus_path, reading_params_path, eval_path, outputs_path, spec: Mo
     if outputs_path is not None:
         _check_writable(outputs_path)
     t0 = time.perf_counter()
-    preds = predict(model, questions, corpus.vocab, fast=fast, source=eval_path, progress=progress)
+    preds = predict(model, questions, corpus.vocab, engine=engine, source=eval_path, progress=progress)
     seconds = time.perf_counter() - t0
     if outputs_path is not None:
         atomic_write_text(outputs_path, "".join(p + "\n" for p in preds))

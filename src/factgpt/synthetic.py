@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from factgpt.checkpoint import atomic_write_text
+from factgpt.atomic import atomic_write_text
 
 ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kl", "st", "tr"]
 VOWELS = ["a", "e", "i", "o", "u", "ai", "ei", "ou"]

@@ -1,16 +1,16 @@
-"""Training: the reference's optimisation, run on one of two paths.
+"""Training: the reference's optimisation, run on one of two engines.
 
-Both paths take the examples in file order every epoch (the reference's DataLoader does not
+Both engines take the examples in file order every epoch (the reference's DataLoader does not
 shuffle), compute the same loss (mean cross-entropy over the non-PAD targets of the batch), and
 use the same learning rate at every step: AdamW with decay on every parameter whose name has no
 "bias", gradient-norm clipping, and the reference's token-counted schedule, in which the counter
 grows by batch * sequence length per step, padding included, and the new rate is set *after* the
 step (so the first step runs at the full rate).
 
-- path="reference": a DataLoader over __getitem__, padded rows, explicit attention, for-each
+- engine="reference": a DataLoader over __getitem__, padded rows, explicit attention, for-each
   AdamW: the reference's computation, kept to measure against.
-- path="fast": batches drawn in one vectorised call, their useful part packed several examples
-  to a row (attention and positions per example), fused attention and fused AdamW.
+- engine="fast": batches drawn in one vectorised call, their useful part grouped by length (or
+  packed several examples to a row), fused attention and fused AdamW.
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.distributed as dist
@@ -47,6 +50,34 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
         (no_decay if "bias" in name else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
+
+
+class TrainingData(Protocol):
+    """What the Trainer reads from a dataset (CharCorruptionDataset, NameDataset, MixedDataset)."""
+
+    @property
+    def seq_len(self) -> int:
+        """Ids per example, padding included (the learning-rate counter counts them all)."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One padded (x, y) row: the reference engine's DataLoader reads these."""
+        ...
+
+    def draw_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows of `indices` in one vectorised call, the same draws as __getitem__ (fast engine)."""
+        ...
+
+
+@runtime_checkable
+class RandomDraws(Protocol):
+    """A dataset whose examples are drawn at random (span corruption): the Trainer gives its
+    generator a stream of its own and keeps the generator's state in resume points."""
+    generator: torch.Generator
+
+    def reseed(self, seed: int) -> None: ...
 
 
 @dataclass
@@ -87,25 +118,33 @@ def bf16_native(device: torch.device) -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
-def resolve_precision(precision: str, device: torch.device, path: str = "fast") -> str:
-    """The precision a run computes in: "auto" becomes bf16 where bf16 is native on the fast path."""
+def resolve_precision(precision: str, device: torch.device, engine: str = "fast") -> str:
+    """The precision a run computes in: "auto" becomes bf16 where bf16 is native on the fast engine."""
     if precision != "auto":
         return precision
-    return "bf16" if path == "fast" and bf16_native(device) else "fp32"
+    return "bf16" if engine == "fast" and bf16_native(device) else "fp32"
+
+
+EVENTS = ("on_step_end", "on_epoch_end", "on_checkpoint")
 
 
 class Trainer:
-    def __init__(self, model: GPT, dataset, config: TrainConfig, *, device: torch.device | str = "cpu",
-                 writer=None, progress: bool = True, on_epoch_end=None, checkpoint_every: int = 0,
-                 on_checkpoint=None) -> None:
-        self.model = model
+    """Trains `model` on `dataset` with `config`. Callbacks (minGPT's manner) take the trainer:
+    "on_step_end" after every optimiser step, "on_epoch_end" after every epoch, "on_checkpoint"
+    every `checkpoint_every` steps (before that step's "on_step_end"). A callback may call
+    stop(): training ends after the current step, which is then where it stands."""
+
+    def __init__(self, model: GPT, dataset: TrainingData, config: TrainConfig, *,
+                 device: torch.device | str = "cpu", writer=None, progress: bool = True,
+                 checkpoint_every: int = 0) -> None:
+        self.raw_model = model  # the nn.Module: parameters, state dicts, train()/eval()
         self.dataset = dataset
         self.config = config
         self.device = torch.device(device)
-        self.on_epoch_end = on_epoch_end  # called with the TrainState after every epoch
-        self.checkpoint_every = checkpoint_every  # steps between calls of on_checkpoint(trainer)
-        self.on_checkpoint = on_checkpoint
-        fast = config.path == "fast"
+        self.checkpoint_every = checkpoint_every  # steps between "on_checkpoint" events (0: none)
+        self.callbacks: defaultdict[str, list[Callable[[Trainer], None]]] = defaultdict(list)
+        self.should_stop = False
+        fast = config.engine == "fast"
         model.set_attention("sdpa" if fast else "explicit")
         model.to(self.device)
         # Data parallel under torchrun: every process builds the same global batch (same draws) and
@@ -115,26 +154,41 @@ class Trainer:
         self.writer = writer if self.rank == 0 else None  # logs and progress from rank 0 only
         self.progress = progress and self.rank == 0
         if self.world > 1 and not fast:
-            raise ValueError("multi-process training runs the fast path only")
-        self.net = model
-        self.compile_fallback: str | None = None  # why torch.compile was given up, if it was
+            raise ValueError("multi-process training runs the fast engine only")
+        # What forward runs: `unoptimized_model` is the model, DDP-wrapped under torchrun; `net` is
+        # that compiled (--compile) or the same object, and falls back to it if compiling fails.
+        self.unoptimized_model: torch.nn.Module = model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
-            self.net = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda"
-                                               else None)
-        self.eager_net = self.net
-        if config.compile:
-            self.net = _compiled(self.net)
+            self.unoptimized_model = DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.net = _compiled(self.unoptimized_model) if config.compile else self.unoptimized_model
+        self.compile_fallback: str | None = None  # why torch.compile was given up, if it was
         kwargs = {"fused": True} if fast else {"foreach": True}
         if not fast and self.device.type != "cuda":
             kwargs = {"foreach": False}  # the reference's plain AdamW loop on CPU
         self.optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay),
                                            lr=config.learning_rate, betas=config.betas, **kwargs)
         self.state = TrainState()
-        self.precision = resolve_precision(config.precision, self.device, config.path)  # "fp32" or "bf16"
+        self.precision = resolve_precision(config.precision, self.device, config.engine)  # "fp32" or "bf16"
         self.seq_len = dataset.seq_len  # ids per example, padding included (the lr counter)
-        if hasattr(dataset, "generator"):
-            dataset.reseed(config.seed + 1)  # corruption draws: own stream, same for both paths
+        if isinstance(dataset, RandomDraws):
+            dataset.reseed(config.seed + 1)  # corruption draws: own stream, same for both engines
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def add_callback(self, event: str, fn: Callable[[Trainer], None]) -> None:
+        if event not in EVENTS:
+            raise ValueError(f"no event {event!r}; events: {', '.join(EVENTS)}")
+        self.callbacks[event].append(fn)
+
+    def trigger(self, event: str) -> None:
+        for fn in self.callbacks[event]:
+            fn(self)
+
+    def stop(self) -> None:
+        """End training after the current step (train() returns the state there)."""
+        self.should_stop = True
 
     def _autocast(self):
         if self.precision == "bf16" and bf16_supported(self.device):
@@ -150,7 +204,7 @@ class Trainer:
         """(parts, n_examples, n_targets) per step, from `first_batch` on. `parts` is a list of
         model.forward kwargs (with "targets") that together make this process's share of the
         batch; n_examples and n_targets count the whole global batch."""
-        if self.config.path == "reference":
+        if self.config.engine == "reference":
             return self._reference_batches(first_batch)
         return ((self._layout(x, y), n, t) for x, y, n, t in self._global_batches(first_batch))
 
@@ -185,12 +239,12 @@ class Trainer:
             yield x, y, n_global, targets_global
 
     def _layout(self, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
-        """The fast path's rows. "grouped": examples sorted by length, cut into groups of about
+        """The fast engine's rows. "grouped": examples sorted by length, cut into groups of about
         `group_tokens` ids, each group trimmed to its longest example, so attention costs the
         sum of squared lengths. "packed": several examples per row of block_size with a
         block-diagonal mask (vanilla only), kept to measure against. Every row starts an
         example at position 0, which the perceiver needs (latent i reads input positions <= i)."""
-        if self.config.layout == "packed" and not self.model.perceiver:
+        if self.config.layout == "packed" and not self.raw_model.perceiver:
             b = pack(x, y, row_len=x.shape[1])
             return [{"idx": self._to(b.x), "targets": self._to(b.y), "positions": self._to(b.positions),
                      "documents": self._to(b.documents)}]
@@ -212,7 +266,7 @@ class Trainer:
     def _forward(self, batch: dict) -> torch.Tensor:
         """Logits; a compiled model that fails on its first call (no compiler toolchain) is
         replaced by the eager one, and the reason kept in compile_fallback."""
-        if self.net is self.eager_net:
+        if self.net is self.unoptimized_model:
             return self.net(**batch)[0]
         try:
             return self.net(**batch)[0]
@@ -220,11 +274,13 @@ class Trainer:
             if self.state.step > 0:
                 raise
             self.compile_fallback = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-            self.net = self.eager_net
+            self.net = self.unoptimized_model
             return self.net(**batch)[0]
 
     def train(self) -> TrainState:
-        cfg, model, st = self.config, self.model, self.state
+        """Train from where the state stands to the last epoch, or until a callback calls stop()."""
+        cfg, model, st = self.config, self.raw_model, self.state
+        self.should_stop = False
         steps_per_epoch = math.ceil(len(self.dataset) / cfg.batch_size)
         bar = None
         if self.progress:
@@ -232,6 +288,13 @@ class Trainer:
             bar = tqdm(total=cfg.max_epochs * steps_per_epoch, initial=st.step, unit="step", dynamic_ncols=True)
         lr = self.optimizer.param_groups[0]["lr"]
         t_start = time.perf_counter()
+
+        def fire(event: str) -> None:
+            nonlocal t_start
+            st.seconds += time.perf_counter() - t_start  # up to date for the callbacks
+            self.trigger(event)
+            t_start = time.perf_counter()  # the callbacks' own time is not training time
+
         for epoch in range(st.epoch, cfg.max_epochs):
             model.train()
             for parts, n_examples, n_targets in self._batches(st.batch_in_epoch):
@@ -264,16 +327,17 @@ class Trainer:
                     bar.set_postfix_str(f"epoch {epoch + 1} loss {loss_value:.4f} lr {lr:.2e} "
                                         f"tok/s {st.tokens / max(elapsed, 1e-9):,.0f}", refresh=False)
                     bar.update(1)
-                if self.checkpoint_every and st.step % self.checkpoint_every == 0 and self.on_checkpoint:
-                    st.seconds += time.perf_counter() - t_start
-                    t_start = time.perf_counter()
-                    self.on_checkpoint(self)
-            st.epoch = epoch + 1
-            st.batch_in_epoch = 0
-            if self.on_epoch_end is not None:
-                st.seconds += time.perf_counter() - t_start  # up to date for the callback
-                self.on_epoch_end(st)
-                t_start = time.perf_counter()  # the callback's own time is not training time
+                if self.checkpoint_every and st.step % self.checkpoint_every == 0:
+                    fire("on_checkpoint")
+                fire("on_step_end")
+                if self.should_stop:
+                    break
+            else:  # the epoch ran to its end
+                st.epoch = epoch + 1
+                st.batch_in_epoch = 0
+                fire("on_epoch_end")
+            if self.should_stop:
+                break
         st.seconds += time.perf_counter() - t_start
         if bar is not None:
             bar.close()
@@ -283,13 +347,13 @@ class Trainer:
 
     def snapshot(self) -> tuple[dict[str, torch.Tensor], dict]:
         """Everything a resume needs: model, optimizer, RNG states (tensors) and progress (JSON)."""
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors = {f"model.{k}": v for k, v in self.raw_model.state_dict().items()}
         opt = self.optimizer.state_dict()
         for idx, per_param in opt["state"].items():
             for name, value in per_param.items():
                 tensors[f"optim.{idx}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
         tensors["rng.torch"] = torch.get_rng_state()
-        if hasattr(self.dataset, "generator"):
+        if isinstance(self.dataset, RandomDraws):
             tensors["rng.data"] = self.dataset.generator.get_state()
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
@@ -299,11 +363,11 @@ class Trainer:
     def identity(self) -> dict:
         """The recipe and model a resume point must match, as they read back from its JSON."""
         config = {k: v for k, v in self.config.__dict__.items() if k != "extra"}
-        return json_roundtrip({"config": config, "model": self.model.config.identity()})
+        return json_roundtrip({"config": config, "model": self.raw_model.config.identity()})
 
     def restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         """Continue exactly where snapshot() was taken (same data draws, dropout and schedule)."""
-        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.raw_model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         state: dict[int, dict] = {}
         for key, value in tensors.items():
             if key.startswith("optim."):

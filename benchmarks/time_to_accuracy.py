@@ -1,0 +1,69 @@
+"""Time to accuracy: the knowledge probe and dev accuracy against wall-clock minutes, one line or
+point per recipe, read from the stages.json records that `factgpt reproduce` writes.
+
+    python benchmarks/time_to_accuracy.py --out docs/results/time_to_accuracy.png \\
+        quick=docs/results/quick fast=docs/results/fast mixed=docs/results/mixed
+
+A row's dev point sits at its pretraining + finetuning + evaluation seconds; the probe curve at the
+pretraining seconds when each probe ran. Every figure comes from the records, none is typed in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def rows(folder: Path) -> list[dict]:
+    """One dict per pretrained row and seed: its probe curve, its dev accuracy and total minutes."""
+    records = json.loads((folder / "stages.json").read_text())
+    out = []
+    for key, rec in records.items():
+        if not key.endswith(".pretrain"):
+            continue
+        tag = key[: -len(".pretrain")]
+        fine, ev = records.get(f"{tag}.finetune"), records.get(f"{tag}.evaluate")
+        total = rec["seconds"] + (fine or {}).get("seconds", 0) + (ev or {}).get("seconds", 0)
+        out.append({"tag": tag, "probes": rec.get("probes", []), "minutes": total / 60,
+                    "dev": 100 * ev["correct"] / ev["total"] if ev else None})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="the PNG to write")
+    ap.add_argument("runs", nargs="+", help="LABEL=FOLDER with a stages.json")
+    args = ap.parse_args()
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_probe, ax_dev) = plt.subplots(1, 2, figsize=(10, 4))
+    for spec in args.runs:
+        label, folder = spec.split("=", 1)
+        for r in rows(Path(folder)):
+            name = f"{label}: {r['tag']}"
+            if r["probes"]:
+                ax_probe.plot([p["seconds"] / 60 for p in r["probes"]], [100 * p["known"] for p in r["probes"]],
+                              marker="o", markersize=3, label=name)
+            if r["dev"] is not None:
+                ax_dev.scatter([r["minutes"]], [r["dev"]], label=name, zorder=3)
+                print(f"{name}: dev {r['dev']:.1f}% after {r['minutes']:.1f} min end to end"
+                      + (f"; last probe {100 * r['probes'][-1]['known']:.1f}%" if r["probes"] else ""))
+    ax_dev.axhline(23.8, color="k", linestyle="--", linewidth=0.8, label="published, 650 epochs (23.8%)")
+    ax_probe.set(xlabel="pretraining minutes (2 CPU cores)", ylabel="held-out people known (%)",
+                 title="Knowledge probe during pretraining")
+    ax_dev.set(xlabel="minutes, pretrain + finetune + evaluate", ylabel="dev accuracy (%)",
+               title="Dev accuracy against time")
+    for ax in (ax_probe, ax_dev):
+        ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

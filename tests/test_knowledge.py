@@ -1,0 +1,104 @@
+"""Knowledge fast: the corruption's parameters, mixed pairs, the held-out split and the probe, and a
+smoke run of the `fast` and `mixed` budgets."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from factgpt.config import GPTConfig, TrainConfig
+from factgpt.data import CharCorruptionDataset, Corruption, MixedDataset, NameDataset, Question, read_questions
+from factgpt.model import GPT
+from factgpt.probe import ProbeItem, probe_items, run_probe, split_heldout
+from factgpt.reproduce import BUDGETS, Files, TableRun, budget_note, summarize, write_report
+from factgpt.train import Trainer
+
+from conftest import PEOPLE, tiny_corpus, tiny_tsv
+
+
+def _spans(corruption: Corruption, draws: int = 2000):
+    ds = CharCorruptionDataset(tiny_corpus(), 128, corruption=corruption)
+    idx = torch.zeros(draws, dtype=torch.long)  # document 0
+    return ds.spans(idx, torch.rand(draws, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
+
+
+def test_reference_corruption_truncates_over_4_to_112():
+    n, m, p = _spans(Corruption())
+    doc0 = len(tiny_corpus().split("\n")[0])
+    assert n.min() == 4 and n.max() == doc0  # the whole document once the draw passes its length
+    assert (m >= 1).all() and (m <= torch.clamp(torch.round(n / 2) - 1, min=1)).all()
+
+
+def test_min_truncation_keeps_the_start_of_every_document():
+    n, m, p = _spans(Corruption(min_truncation=40))
+    assert n.min() == 40 and (m <= torch.clamp(torch.round(n / 2) - 1, min=1)).all()
+    n, m, _ = _spans(Corruption(min_truncation=20, max_truncation=20, mask_fraction=0.1))
+    assert (n == 20).all() and (m == 1).all()  # round(20 * 0.1) - 1 = 1
+
+
+def test_mixed_dataset_shows_documents_then_pairs():
+    corpus = CharCorruptionDataset(tiny_corpus(), 64)
+    names = NameDataset(corpus, tiny_tsv())
+    mixed = MixedDataset(corpus, names)
+    assert len(mixed) == len(corpus) + len(names)
+    x, y = mixed.draw_batch(torch.tensor([len(corpus) + 2, 0]))
+    assert x.shape == (2, corpus.seq_len)
+    qx, qy = names[2]
+    assert torch.equal(x[0, :len(qx)], qx) and torch.equal(y[0, :len(qy)], qy)
+    assert (x[0, len(qx):] == 0).all()  # padded to the corpus's rows
+    corpus.reseed(5)
+    x_doc, _ = corpus.draw_batch(torch.tensor([0]))
+    corpus.reseed(5)
+    assert torch.equal(mixed.draw_batch(torch.tensor([len(corpus) + 1, 0]))[0][1], x_doc[0])  # the same draws
+
+
+def test_heldout_split_is_the_last_lines():
+    qs = [Question(f"q{i}", "a", i + 1) for i in range(2000)]
+    train, heldout = split_heldout(qs)
+    assert len(heldout) == 200 and heldout[0].line == 1801 and train + heldout == qs
+    small = split_heldout(qs[:30])[1]
+    assert len(small) == 3  # a tenth of a small file
+
+
+def test_probe_items_stop_just_before_the_place(tiny_files):
+    qs = read_questions(tiny_files["train"])
+    items = probe_items(qs, tiny_corpus(), max_prefix=112)
+    assert items[0] == ProbeItem("Ada Brook", "Ada Brook. Ada Brook was born in ", "Paris")
+    assert len(probe_items(qs, tiny_corpus(), max_prefix=20)) == 0  # places past the block are left out
+    assert probe_items([Question("Where was Nobody born?", "Paris", 1)], tiny_corpus(), max_prefix=112) == []
+
+
+def test_probe_is_zero_before_training_and_finds_memorised_places():
+    text = tiny_corpus()
+    corpus = CharCorruptionDataset(text, 128, corruption=Corruption(min_truncation=112, mask_fraction=0.02))
+    items = probe_items([Question(f"Where was {n} born?", p, 1) for n, p in PEOPLE], text, max_prefix=112)
+    model = GPT(GPTConfig(vocab_size=corpus.vocab_size, n_layer=2, n_head=2, n_embd=64,
+                          embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0))
+    assert run_probe(model, corpus.vocab, items) < 0.5
+    tc = TrainConfig(max_epochs=150, batch_size=9, learning_rate=3e-3, final_tokens=10**9, weight_decay=0.0,
+                     precision="fp32")
+    Trainer(model, corpus, tc, progress=False).train()
+    assert model.training  # the probe leaves the mode as it found it
+    assert run_probe(model, corpus.vocab, items) == 1.0
+
+
+@pytest.mark.parametrize("budget", ["fast", "mixed"])
+def test_new_budgets_smoke(budget, tiny_files, tmp_path):
+    recipe = replace(BUDGETS[budget], n_layer=1, n_head=2, n_embd=16, pretrain_epochs=2, pretrain_final_epochs=2,
+                     finetune_epochs=1, probe_every=1)
+    run = TableRun(Files(tiny_files["corpus"], tiny_files["train"], tiny_files["dev"]), recipe, tmp_path,
+                   progress=False)
+    results = run.run(rows=("baseline", "vanilla_pretrain"))
+    assert [r.key for r in results] == ["baseline", "vanilla_pretrain"]
+    rec = run.records["vanilla_pretrain_seed0.pretrain"]
+    assert [p["epoch"] for p in rec["probes"]] == [1, 2]
+    assert rec["corruption"]["min_truncation"] == 64 and rec["train"]["weight_decay"] == 0.0
+    assert ("--mix_pairs" in rec["command"]) == (budget == "mixed")
+    n_docs = len(tiny_corpus().split("\n"))
+    assert rec["examples"] == 2 * (n_docs + (6 if budget == "mixed" else 0))  # pairs mixed in
+    report = write_report(tmp_path, summarize(results), run.records, title="t",
+                          budget_note=budget_note(recipe, 1, 2), published=None).read_text()
+    assert "## When the facts arrive" in report and (tmp_path / "knowledge.png").is_file()
+    assert "shortest truncation 64 (reference 4)" in report and "dropout 0 (reference 0.1)" in report
