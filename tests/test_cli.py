@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from factgpt.cli import build_parser, main
+from factgpt.config import PERCEIVER_M
 
 from conftest import DATA, TINY, need
 
@@ -100,7 +101,8 @@ def test_tensorboard_scalars_written(tiny_files, capsys, tmp_path):
                         "--writing_params_path", tmp_path / "p.safetensors"], capsys)
     assert code == 0, err
     runs = list((tb / "pretrain").iterdir())
-    assert [r.name for r in runs] == ["run_vanilla_32_pt_lr_0.006000_ft_lr_0.000600"]
+    # the reference run.py's name; m is the recipe's (PERCEIVER_M, as the perceiver's default)
+    assert [r.name for r in runs] == [f"run_vanilla_{PERCEIVER_M}_pt_lr_0.006000_ft_lr_0.000600"]
     assert any(p.name.startswith("events.out.tfevents") for p in runs[0].iterdir())
 
 

@@ -6,7 +6,22 @@ from __future__ import annotations
 import pytest
 
 from factgpt.checkpoint import load_checkpoint, resume_path_for
-from factgpt.reproduce import Files, Recipe, TableRun, compare, spread, wilson
+from factgpt.cli import build_parser, recipe_of, train_config_of
+from factgpt.reproduce import (
+    BUDGETS,
+    DEMO,
+    ROWS,
+    Files,
+    Recipe,
+    RowResult,
+    RowSummary,
+    TableRun,
+    compare,
+    row_stages,
+    spread,
+    summarize,
+    wilson,
+)
 
 from conftest import crash_training_after_step, same_tensors
 
@@ -44,8 +59,8 @@ def test_interrupted_stage_resumes_from_its_resume_point(tiny_files, tmp_path, m
     assert (part / "vanilla_pretrain_seed0.dev.predictions").read_text() == whole
 
 
-def _row(correct: int, total: int = 500) -> dict:
-    return {"mean": 100 * correct / total, "interval": wilson(correct, total)}
+def _row(correct: int, total: int = 500) -> RowSummary:
+    return summarize([RowResult("vanilla_pretrain", 0, correct, total, 0.0)])[0]
 
 
 def test_wilson_interval_matches_the_textbook_figure():
@@ -67,3 +82,41 @@ def test_spread_tells_prior_guessing_from_varied_answers():
     varied = spread(["Paris", "Rome", "Lima", "Oslo", "Bern", "Riga", "Doha"], golds)
     assert varied.distinct == 7 and varied.top_count == 1
     assert varied.correct_in_top5 == 5  # ties: most_common keeps first-seen order, so the first five count
+
+
+def test_summary_is_one_line_per_row_over_its_seeds():
+    rows = summarize([RowResult("baseline", 0, 25, 500, 0.0), RowResult("vanilla_pretrain", 0, 100, 500, 1.0),
+                      RowResult("vanilla_pretrain", 1, 110, 500, 1.0)])
+    assert [(r.key, r.seeds) for r in rows] == [("baseline", 1), ("vanilla_pretrain", 2)]
+    v = rows[1]
+    assert v.mean == pytest.approx(21.0) and v.percents == [20.0, 22.0] and v.sd == pytest.approx(2 ** 0.5)
+    assert (v.correct, v.total, v.interval) == (100, 500, wilson(100, 500))  # the first seed's
+
+
+@pytest.mark.parametrize("recipe", [*BUDGETS.values(), DEMO], ids=lambda r: r.name)
+def test_each_stage_command_line_parses_back_into_its_configs(recipe, tmp_path):
+    """The report's commands cannot drift from the parser: `factgpt ARGV` builds each stage's
+    TrainConfig and GPTConfig exactly."""
+    files = Files(tmp_path / "wiki.txt", tmp_path / "train.tsv", tmp_path / "dev.tsv")
+    n_docs, vocab = 2938, 256
+    parser = build_parser()
+    for key in ROWS[1:]:
+        for seed in (0, 1):
+            for stage in row_stages(key, seed, recipe, files, n_docs, vocab):
+                args = parser.parse_args(stage.argv())
+                assert (args.command, args.variant, args.pretrain_corpus_path) == (
+                    stage.command, stage.variant, str(files.corpus))
+                assert args.reading_params_path == stage.reads
+                cli_recipe = recipe_of(args)
+                if stage.command == "evaluate":
+                    assert (args.eval_corpus_path, args.outputs_path) == (str(files.eval), stage.outputs)
+                    assert args.bottleneck_dim == stage.model_config().bottleneck_dim
+                    continue
+                assert args.writing_params_path == stage.writes
+                assert train_config_of(args, cli_recipe, n_docs) == stage.train_config(), stage.key
+                assert cli_recipe.model_config(vocab, stage.perceiver) == stage.model_config(), stage.key
+                if stage.command == "pretrain":
+                    assert cli_recipe.corruption == recipe.corruption
+                    assert (cli_recipe.mix_pairs, cli_recipe.probe_every) == (recipe.mix_pairs, recipe.probe_every)
+                if stage.command == "finetune" or recipe.mix_pairs or recipe.probe_every:
+                    assert args.finetune_corpus_path == str(files.train)

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
-
 from factgpt.checkpoint import load_checkpoint
-from factgpt.config import BLOCK_SIZE, GPTConfig, TrainConfig, final_tokens_for
-from factgpt.data import CharCorruptionDataset, NameDataset, read_questions, read_text
+from factgpt.config import PERCEIVER_M, REFERENCE, TrainConfig
+from factgpt.data import read_questions
 from factgpt.evaluate import predict
 from factgpt.model import GPT, Dropout
+from factgpt.stages import ModelSpec, load_corpus, load_pairs, starting_model
 from factgpt.train import Trainer
 
 
@@ -82,13 +81,13 @@ class DecodeResult:
     perceiver_seconds: float | None = None  # all questions, perceiver, batched with its cache
 
 
-def time_training(model: GPT, ds, batch_size: int, steps: int, path: str, variant: Variant,
-                  final_tokens: int) -> Row:
+def time_training(model: GPT, ds, steps: int, path: str, variant: Variant, base: TrainConfig) -> Row:
+    """Examples/s and useful tokens/s over `steps` optimiser steps of `base`'s batch size, after one
+    warm-up step."""
     def trainer(n_steps: int) -> Trainer:
-        tc = TrainConfig(max_epochs=1, batch_size=batch_size, learning_rate=6e-4, final_tokens=final_tokens,
-                         engine=path, precision="fp32" if path == "reference" else variant.precision,
-                         layout=variant.layout)
-        t = Trainer(model, FirstN(ds, n_steps * batch_size), tc, progress=False)
+        tc = replace(base, max_epochs=1, engine=path, precision="fp32" if path == "reference" else variant.precision,
+                     layout=variant.layout)
+        t = Trainer(model, FirstN(ds, n_steps * base.batch_size), tc, progress=False)
         for m in model.modules():
             if isinstance(m, Dropout) and variant.torch_dropout:
                 m.fast = False
@@ -103,32 +102,33 @@ def time_training(model: GPT, ds, batch_size: int, steps: int, path: str, varian
 
 
 def run_bench(data_dir: str | Path, *, steps: int = 4, params: str | Path | None = None,
-              decode_sample: int = 20, variants=FAST_VARIANTS, seed: int = 0, bottleneck_dim: int = 64,
+              decode_sample: int = 20, variants=FAST_VARIANTS, seed: int = 0, bottleneck_dim: int = PERCEIVER_M,
               log=None) -> tuple[list[Row], DecodeResult]:
     """Returns (training rows, decoding result); `log` (a callable) hears progress. Pretraining
     and finetuning are timed on the reference path, then on each fast variant, from the same
-    starting model; the perceiver's pretraining at the default settings closes the table."""
+    starting model; the perceiver's pretraining at the default settings closes the table. Model and
+    batch sizes are the reference recipe's (factgpt.config.REFERENCE)."""
     data_dir = Path(data_dir)
     say = log or (lambda *_: None)
-    corpus = CharCorruptionDataset(read_text(data_dir / "wiki.txt"), BLOCK_SIZE,
-                                   source=data_dir / "wiki.txt", seed=seed)
-    names = NameDataset(corpus, read_text(data_dir / "birth_places_train.tsv"),
-                        source=data_dir / "birth_places_train.tsv")
-    torch.manual_seed(seed)
-    base = GPT(GPTConfig(vocab_size=corpus.vocab_size))
-    final = final_tokens_for(len(corpus))
+    corpus_path = data_dir / "wiki.txt"
+    corpus = load_corpus(corpus_path, seed=seed)
+    names = load_pairs(corpus, data_dir / "birth_places_train.tsv")
+    base = starting_model(ModelSpec("vanilla", REFERENCE), corpus, corpus_path, seed)
     runs = [("reference", variants[-1])] + [("fast", v) for v in variants]
     rows = []
-    for stage, ds, bs in (("pretrain", corpus, 128), ("finetune", names, 256)):
+    # the reference recipe's batch sizes and schedule; every row steps at the finetuning rate
+    pretrain = replace(REFERENCE.pretrain_config(len(corpus), seed), learning_rate=REFERENCE.finetune_lr)
+    finetune = REFERENCE.finetune_config(len(corpus), True, seed)
+    for stage, ds, tc in (("pretrain", corpus, pretrain), ("finetune", names, finetune)):
         for path, variant in runs:
-            say(f"timing {stage} {path} {variant.label} ({steps} steps of {bs})")
-            r = time_training(copy.deepcopy(base), ds, bs, steps, path, variant, final)
+            say(f"timing {stage} {path} {variant.label} ({steps} steps of {tc.batch_size})")
+            r = time_training(copy.deepcopy(base), ds, steps, path, variant, tc)
             r.stage = stage
             rows.append(r)
-    torch.manual_seed(seed)
-    perceiver = GPT(GPTConfig(vocab_size=corpus.vocab_size, perceiver=True, bottleneck_dim=bottleneck_dim))
-    say(f"timing pretrain perceiver m={bottleneck_dim} ({steps} steps of 128)")
-    r = time_training(perceiver, corpus, 128, steps, "fast", variants[-1], final)
+    perceiver = starting_model(ModelSpec("perceiver", replace(REFERENCE, bottleneck_dim=bottleneck_dim)), corpus,
+                               corpus_path, seed)
+    say(f"timing pretrain perceiver m={bottleneck_dim} ({steps} steps of {pretrain.batch_size})")
+    r = time_training(perceiver, corpus, steps, "fast", variants[-1], pretrain)
     r.stage, r.path = "pretrain", f"perceiver m={bottleneck_dim}, {variants[-1].label}"
     rows.append(r)
 
@@ -171,7 +171,8 @@ def format_report(rows: list[Row], decode: DecodeResult, n_documents: int | None
         pre = [r for r in rows if r.stage == "pretrain"]
         vanilla, perceiver = pre[-2], pre[-1]  # the default fast variant, then the perceiver
         ev, ep = n_documents / vanilla.examples_per_s, n_documents / perceiver.examples_per_s
+        n, batch = REFERENCE.pretrain_epochs, REFERENCE.pretrain_batch
         lines += ["", f"One pretraining epoch ({n_documents:,} documents) at the default settings: vanilla "
-                  f"{ev:.1f} s, {perceiver.path.split(',')[0]} {ep:.1f} s; the reference recipe's 650 epochs: "
-                  f"{650 * ev / 3600:.1f} h + {650 * ep / 3600:.1f} h (batch 128, the reference's dropout)."]
+                  f"{ev:.1f} s, {perceiver.path.split(',')[0]} {ep:.1f} s; the reference recipe's {n} epochs: "
+                  f"{n * ev / 3600:.1f} h + {n * ep / 3600:.1f} h (batch {batch}, the reference's dropout)."]
     return "\n".join(lines)

@@ -20,10 +20,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from factgpt.config import BLOCK_SIZE, REFERENCE, Recipe, TrainConfig  # no torch
 from factgpt.errors import FactgptError
 
 if TYPE_CHECKING:  # torch and the library load on first use, so that `--help` is quick
@@ -35,6 +36,8 @@ VARIANTS = ("vanilla", "perceiver")
 
 
 def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
+    R = REFERENCE  # the help texts say its values
+
     p = sub.add_parser(name, help=help, description=help)
     p.add_argument("variant", choices=VARIANTS, help="vanilla GPT or the perceiver variant")
     p.add_argument("pretrain_corpus_path", help="the pretraining corpus (wiki.txt); it also fixes the vocabulary")
@@ -43,48 +46,56 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
     p.add_argument("--finetune_corpus_path", default=None, help="question<TAB>answer TSV to finetune on")
     p.add_argument("--eval_corpus_path", default=None, help="TSV of questions (with or without answers)")
     p.add_argument("--outputs_path", default=None, help="where evaluate writes one prediction a line")
-    p.add_argument("--pretrain_lr", type=float, default=6e-3, help="pretraining learning rate (6e-3)")
-    p.add_argument("--finetune_lr", type=float, default=6e-4, help="finetuning learning rate (6e-4)")
-    p.add_argument("--bottleneck_dim", type=int, default=32, help="perceiver latent length m (32)")
+    # The recipe's flags default to None: the reference recipe (factgpt.config.REFERENCE) decides.
+    p.add_argument("--pretrain_lr", type=float, default=None, help=f"pretraining learning rate ({R.pretrain_lr:g})")
+    p.add_argument("--finetune_lr", type=float, default=None, help=f"finetuning learning rate ({R.finetune_lr:g})")
+    p.add_argument("--bottleneck_dim", type=int, default=None,
+                   help=f"perceiver latent length m ({R.bottleneck_dim}; from a checkpoint: the checkpoint's)")
     p.add_argument("--tb_expt_name", default="run", help="TensorBoard run name (under --tb_dir)")
     g = p.add_argument_group("overrides (default: the reference recipe)")
     g.add_argument("--max_epochs", type=int, default=None,
-                   help="epochs (pretrain 650; finetune 75, or 10 after pretraining)")
-    g.add_argument("--batch_size", type=int, default=None, help="examples per step (pretrain 128, finetune 256)")
+                   help=f"epochs (pretrain {R.pretrain_epochs}; finetune {R.finetune_epochs_scratch}, or "
+                   f"{R.finetune_epochs} after pretraining)")
+    g.add_argument("--batch_size", type=int, default=None,
+                   help=f"examples per step (pretrain {R.pretrain_batch}, finetune {R.finetune_batch})")
     g.add_argument("--final_tokens", type=int, default=None,
-                   help="tokens at which the cosine reaches its floor (reference: 200 * documents * 128)")
+                   help="tokens at which the cosine reaches its floor (reference: "
+                   f"{R.pretrain_final_epochs:g} * documents * {BLOCK_SIZE})")
     g.add_argument("--save_every", type=int, default=0,
                    help="also write the checkpoint every N epochs (0: only at the end)")
     g.add_argument("--checkpoint_every", type=int, default=200,
                    help="write a resume point (model, optimizer, RNG, position) every N steps (200; 0: never)")
     g.add_argument("--resume", action="store_true",
                    help="continue from WRITING_PARAMS_PATH.resume if an interrupted run left one")
-    g.add_argument("--n_layer", type=int, default=4, help="transformer blocks (4)")
-    g.add_argument("--n_head", type=int, default=8, help="attention heads (8)")
-    g.add_argument("--n_embd", type=int, default=256, help="embedding width (256)")
+    g.add_argument("--n_layer", type=int, default=None, help=f"transformer blocks ({R.n_layer})")
+    g.add_argument("--n_head", type=int, default=None, help=f"attention heads ({R.n_head})")
+    g.add_argument("--n_embd", type=int, default=None, help=f"embedding width ({R.n_embd})")
     g.add_argument("--seed", type=int, default=0, help="seed for init, dropout and corruption draws (0)")
     g.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
     g.add_argument("--engine", "--path", dest="engine", choices=("fast", "reference"), default="fast",
                    help="fast (length-grouped batches, fused kernels, KV-cache decoding) or the reference's "
                    "computation; --path is its former name")
-    g.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="auto (bf16 autocast where the hardware runs bf16 matmuls natively, else fp32; the "
-                   "reference engine: fp32), fp32 (the reference arithmetic) or bf16")
+    g.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                   help=f"{R.precision} by default. auto: bf16 autocast where the hardware runs bf16 matmuls "
+                   "natively, else fp32 (the reference engine: fp32); fp32: the reference arithmetic; bf16")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
-    g.add_argument("--dropout", type=float, default=None, help="all three dropouts (reference: 0.1)")
-    g.add_argument("--weight_decay", type=float, default=None, help="AdamW weight decay (reference: 0.1)")
+    g.add_argument("--dropout", type=float, default=None, help=f"all three dropouts (reference: {R.dropout:g})")
+    g.add_argument("--weight_decay", type=float, default=None,
+                   help=f"AdamW weight decay of the stage run (reference: {R.weight_decay:g})")
     k = p.add_argument_group("pretraining objective and knowledge probe")
+    c = R.corruption
     k.add_argument("--min_truncation", type=int, default=None,
-                   help="shortest truncation of a document in span corruption (reference: 4)")
+                   help=f"shortest truncation of a document in span corruption (reference: {c.min_truncation})")
     k.add_argument("--max_truncation", type=int, default=None,
                    help="longest truncation (reference and largest: 112, 7/8 of the block)")
     k.add_argument("--mask_fraction", type=float, default=None,
-                   help="masked span length uniform over [1, round(n * f) - 1] (reference: 0.5)")
+                   help=f"masked span length uniform over [1, round(n * f) - 1] (reference: {c.mask_fraction:g})")
     k.add_argument("--mix_pairs", action="store_true",
                    help="pretrain: mix the --finetune_corpus_path pairs into the corpus (the `mixed` recipe)")
-    k.add_argument("--probe_every", type=int, default=0,
+    k.add_argument("--probe_every", type=int, default=None,
                    help="pretrain: every N epochs, the share of held-out people (the last 200 lines of "
-                   "--finetune_corpus_path) whose own line the model completes with their birthplace (0: never)")
+                   f"--finetune_corpus_path) whose own line the model completes with their birthplace "
+                   f"({R.probe_every}: never)")
     g.add_argument("--shuffle", action="store_true",
                    help="a new seeded example order every epoch (the reference keeps file order; torchrun shuffles)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (eager where no compiler)")
@@ -178,12 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _writer(args, function: str):
+def _writer(args, recipe: Recipe, function: str):
     if args.no_tensorboard:
         return None
     from torch.utils.tensorboard import SummaryWriter
-    name = "%s_%s_%d_pt_lr_%f_ft_lr_%f" % (args.tb_expt_name, args.variant, args.bottleneck_dim,
-                                           args.pretrain_lr, args.finetune_lr)
+    name = "%s_%s_%d_pt_lr_%f_ft_lr_%f" % (args.tb_expt_name, args.variant, recipe.bottleneck_dim,
+                                           recipe.pretrain_lr, recipe.finetune_lr)
     return SummaryWriter(log_dir=str(Path(args.tb_dir) / function / name))
 
 
@@ -193,18 +204,50 @@ def _require(args, *names: str) -> None:
             raise FactgptError(f"`factgpt {args.command}` needs --{n}")
 
 
+def recipe_of(args) -> Recipe:
+    """The reference recipe with the recipe flags given to pretrain, finetune or evaluate.
+    --max_epochs, --batch_size and --weight_decay set the stage the command runs."""
+    stage = (dict(pretrain_epochs=args.max_epochs, pretrain_batch=args.batch_size, weight_decay=args.weight_decay)
+             if args.command == "pretrain" else
+             dict(finetune_epochs=args.max_epochs, finetune_epochs_scratch=args.max_epochs,
+                  finetune_batch=args.batch_size, finetune_weight_decay=args.weight_decay))
+    given = dict(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout,
+                 bottleneck_dim=args.bottleneck_dim, precision=args.precision, pretrain_lr=args.pretrain_lr,
+                 finetune_lr=args.finetune_lr, mix_pairs=args.mix_pairs or None, probe_every=args.probe_every,
+                 **stage)
+    corruption = dict(min_truncation=args.min_truncation, max_truncation=args.max_truncation,
+                      mask_fraction=args.mask_fraction)
+    corruption = {k: v for k, v in corruption.items() if v is not None}
+    if corruption:
+        given["corruption"] = replace(REFERENCE.corruption, **corruption)
+    return replace(REFERENCE, **{k: v for k, v in given.items() if v is not None})
+
+
+def train_config_of(args, recipe: Recipe, n_pretrain_docs: int, world: int = 1) -> TrainConfig:
+    """The recipe's TrainConfig for the command's stage, with the run's own flags: --engine,
+    --compile, --shuffle (torchrun always shuffles) and --final_tokens."""
+    if args.command == "pretrain":
+        tconf = recipe.pretrain_config(n_pretrain_docs, args.seed, perceiver=args.variant == "perceiver")
+    else:
+        tconf = recipe.finetune_config(n_pretrain_docs, args.reading_params_path is not None, args.seed)
+    run = dict(engine=args.engine, compile=args.compile, shuffle=tconf.shuffle or args.shuffle or world > 1)
+    if args.final_tokens is not None:
+        run["final_tokens"] = args.final_tokens
+    return replace(tconf, **run)
+
+
 @dataclass
 class _Runtime:
     """What pretrain, finetune and evaluate set up alike from their flags."""
     device: torch.device
     world: int  # processes under torchrun (1 without)
+    recipe: Recipe
     spec: ModelSpec
-    overrides: dict  # TrainConfig fields the flags set (None: the recipe's value)
     progress: bool
 
 
 def _runtime(args) -> _Runtime:
-    """Threads, device, the torchrun process group, the model spec and the TrainConfig overrides."""
+    """Threads, device, the torchrun process group, the recipe and the model spec."""
     import torch
 
     from factgpt.runtime import init_distributed, resolve_device
@@ -218,47 +261,41 @@ def _runtime(args) -> _Runtime:
         raise FactgptError("evaluate runs in one process", hint="run it without torchrun")
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    spec = ModelSpec(args.variant, args.bottleneck_dim, args.n_layer, args.n_head, args.n_embd, args.dropout)
-    overrides = dict(max_epochs=args.max_epochs, batch_size=args.batch_size, seed=args.seed,
-                     engine=args.engine, precision=args.precision, final_tokens=args.final_tokens,
-                     shuffle=args.shuffle or world > 1, compile=args.compile, weight_decay=args.weight_decay)
-    return _Runtime(device, world, spec, overrides, progress=not args.quiet)
+    recipe = recipe_of(args)
+    # a checkpoint's m is checked only when --bottleneck_dim is given
+    spec = ModelSpec(args.variant, recipe, pin_m=args.bottleneck_dim is not None)
+    return _Runtime(device, world, recipe, spec, progress=not args.quiet)
 
 
 def _pretrain(args) -> int:
     from factgpt import stages
-    from factgpt.config import pretrain_config
-    from factgpt.data import Corruption
 
     rt = _runtime(args)
+    r = rt.recipe
     _require(args, "writing_params_path")
-    if args.mix_pairs or args.probe_every:
+    if r.mix_pairs or r.probe_every:
         _require(args, "finetune_corpus_path")
-    corruption = Corruption(**{k: v for k, v in (("min_truncation", args.min_truncation),
-                                                  ("max_truncation", args.max_truncation),
-                                                  ("mask_fraction", args.mask_fraction)) if v is not None})
-    corpus = stages.load_corpus(args.pretrain_corpus_path, corruption=corruption)
-    tconf = pretrain_config(len(corpus), args.pretrain_lr, **rt.overrides)
+    corpus = stages.load_corpus(args.pretrain_corpus_path, corruption=r.corruption)
+    tconf = train_config_of(args, r, len(corpus), rt.world)
     out = stages.pretrain(args.pretrain_corpus_path, rt.spec, tconf, args.writing_params_path,
-                          device=rt.device, writer=_writer(args, "pretrain"), progress=rt.progress,
+                          device=rt.device, writer=_writer(args, r, "pretrain"), progress=rt.progress,
                           reading_params_path=args.reading_params_path, save_every=args.save_every,
                           checkpoint_every=args.checkpoint_every, resume=args.resume, corpus=corpus,
-                          pairs_path=args.finetune_corpus_path if args.mix_pairs else None,
-                          probe_every=args.probe_every, probe_path=args.finetune_corpus_path)
+                          pairs_path=args.finetune_corpus_path if r.mix_pairs else None,
+                          probe_every=r.probe_every, probe_path=args.finetune_corpus_path)
     return _trained(args, out)
 
 
 def _finetune(args) -> int:
     from factgpt import stages
-    from factgpt.config import finetune_config
 
     rt = _runtime(args)
     _require(args, "writing_params_path", "finetune_corpus_path")
     corpus = stages.load_corpus(args.pretrain_corpus_path)
-    tconf = finetune_config(len(corpus), args.reading_params_path is not None, args.finetune_lr, **rt.overrides)
+    tconf = train_config_of(args, rt.recipe, len(corpus), rt.world)
     out = stages.finetune(args.pretrain_corpus_path, args.finetune_corpus_path, rt.spec, tconf,
                           args.writing_params_path, reading_params_path=args.reading_params_path,
-                          device=rt.device, writer=_writer(args, "finetune"), progress=rt.progress,
+                          device=rt.device, writer=_writer(args, rt.recipe, "finetune"), progress=rt.progress,
                           save_every=args.save_every, checkpoint_every=args.checkpoint_every,
                           resume=args.resume, corpus=corpus)
     return _trained(args, out)
@@ -348,12 +385,10 @@ def _demo(args) -> int:
         torch.set_num_threads(args.threads)
     recipe, people = DEMO, args.people or 100
     if args.tiny:
-        from dataclasses import replace
         recipe = replace(DEMO, n_layer=2, n_head=2, n_embd=16, pretrain_epochs=1, pretrain_final_epochs=1,
                          perceiver_pretrain_epochs=1, finetune_epochs=1, finetune_epochs_scratch=1, bottleneck_dim=8)
         people = args.people or 20
     if args.pretrain_epochs:
-        from dataclasses import replace
         recipe = replace(recipe, pretrain_epochs=args.pretrain_epochs, pretrain_final_epochs=args.pretrain_epochs,
                          perceiver_pretrain_epochs=max(1, args.pretrain_epochs // 2))
     world = make_world(n_people=people, heldout_fraction=0.25, mentions=3, seed=args.seed)

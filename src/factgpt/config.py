@@ -1,6 +1,10 @@
-"""Typed configuration: the model (GPTConfig) and the optimisation (TrainConfig).
+"""Typed configuration: the model (GPTConfig), the optimisation (TrainConfig), the span corruption
+(Corruption) and the recipe that chooses all three for a run (Recipe).
 
 Defaults are the reference's (CS224N a5 run.py / trainer.py); every field says what it does.
+REFERENCE is the study's recipe and the only place its values are written: the command line's
+defaults, `factgpt reproduce`'s budgets, the demo and `factgpt bench` are REFERENCE or a
+`dataclasses.replace` of it. This module imports no torch, so `factgpt --help` can read it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Literal
 from factgpt.errors import FactgptError
 
 BLOCK_SIZE = 128  # the study's context length, fixed in the reference run.py
+PERCEIVER_M = 64  # the perceiver's latent length m (the reference's perceiver commands use 64)
 
 
 @dataclass
@@ -102,18 +107,76 @@ def final_tokens_for(n_pretrain_docs: int, block_size: int = BLOCK_SIZE) -> int:
     return 200 * n_pretrain_docs * block_size
 
 
-def pretrain_config(n_pretrain_docs: int, lr: float = 6e-3, **overrides) -> TrainConfig:
-    """The reference pretraining recipe: 650 epochs, batch 128, lr 6e-3."""
-    base = dict(max_epochs=650, batch_size=128, learning_rate=lr,
-                final_tokens=final_tokens_for(n_pretrain_docs))
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig(**base)
+@dataclass(frozen=True)
+class Corruption:
+    """The span corruption's parameters; the defaults are the reference's."""
+    min_truncation: int = 4  # shortest truncated length of a document
+    max_truncation: int | None = None  # longest; None: int(block_size * 7 / 8), the reference's 112
+    # the masked length is uniform over [1, round(n * mask_fraction) - 1] for a truncated length n
+    # (the reference: 1/2, so a quarter of the document on average)
+    mask_fraction: float = 0.5
 
 
-def finetune_config(n_pretrain_docs: int, pretrained: bool, lr: float = 6e-4,
-                    **overrides) -> TrainConfig:
-    """The reference finetuning recipe: 10 epochs after pretraining, 75 without; batch 256."""
-    base = dict(max_epochs=10 if pretrained else 75, batch_size=256, learning_rate=lr,
-                final_tokens=final_tokens_for(n_pretrain_docs))
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig(**base)
+REFERENCE_CORRUPTION = Corruption()
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Model and optimisation for one table: what a run of the study chooses. REFERENCE is the
+    reference recipe; the model's and the optimiser's defaults are GPTConfig's and TrainConfig's."""
+    name: str
+    # the model
+    n_layer: int = GPTConfig.n_layer
+    n_head: int = GPTConfig.n_head
+    n_embd: int = GPTConfig.n_embd
+    dropout: float = GPTConfig.embd_pdrop  # all three dropouts
+    bottleneck_dim: int = PERCEIVER_M  # the perceiver's m (the vanilla model has none)
+    # pretraining
+    pretrain_epochs: int = 650
+    pretrain_batch: int = 128
+    pretrain_lr: float = 6e-3
+    pretrain_final_epochs: float = 200.0  # cosine floor after this many epochs' tokens (ref: 200)
+    perceiver_pretrain_epochs: int | None = None  # a shorter perceiver pretraining (None: the same)
+    weight_decay: float = TrainConfig.weight_decay  # AdamW decay in pretraining
+    shuffle: bool = TrainConfig.shuffle  # a new example order every pretraining epoch (reference: file order)
+    corruption: Corruption = REFERENCE_CORRUPTION  # span-corruption parameters (reference: the defaults)
+    mix_pairs: bool = False  # mix the finetuning pairs into pretraining (the `mixed` budget)
+    probe_every: int = 0  # epochs between knowledge probes during pretraining (0: none)
+    # finetuning
+    finetune_epochs: int = 10  # after pretraining
+    finetune_epochs_scratch: int = 75  # without pretraining
+    finetune_batch: int = 256
+    finetune_lr: float = 6e-4
+    finetune_weight_decay: float = TrainConfig.weight_decay  # AdamW decay in finetuning (every budget: the reference's)
+    # both stages: bf16 where native (the records say which ran), else fp32
+    precision: Literal["auto", "fp32", "bf16"] = TrainConfig.precision
+
+    def model_config(self, vocab_size: int, perceiver: bool) -> GPTConfig:
+        d = self.dropout
+        return GPTConfig(vocab_size=vocab_size, block_size=BLOCK_SIZE, n_layer=self.n_layer,
+                         n_head=self.n_head, n_embd=self.n_embd, embd_pdrop=d, resid_pdrop=d,
+                         attn_pdrop=d, perceiver=perceiver,
+                         bottleneck_dim=self.bottleneck_dim if perceiver else None)
+
+    def pretrain_epochs_of(self, perceiver: bool) -> int:
+        return self.perceiver_pretrain_epochs if perceiver and self.perceiver_pretrain_epochs else self.pretrain_epochs
+
+    def pretrain_config(self, n_pretrain_docs: int, seed: int, perceiver: bool = False) -> TrainConfig:
+        """Pretraining on a corpus of `n_pretrain_docs` documents. The cosine reaches its floor after
+        `pretrain_final_epochs` epochs' tokens, scaled with a shorter perceiver pretraining."""
+        epochs = self.pretrain_epochs_of(perceiver)
+        final = int(self.pretrain_final_epochs * epochs / self.pretrain_epochs * n_pretrain_docs * BLOCK_SIZE)
+        return TrainConfig(max_epochs=epochs, batch_size=self.pretrain_batch, learning_rate=self.pretrain_lr,
+                           final_tokens=final, seed=seed, precision=self.precision,
+                           weight_decay=self.weight_decay, shuffle=self.shuffle)
+
+    def finetune_config(self, n_pretrain_docs: int, pretrained: bool, seed: int) -> TrainConfig:
+        """Finetuning, after pretraining or from scratch; final_tokens is the reference's, set by the
+        pretraining corpus for both stages."""
+        return TrainConfig(max_epochs=self.finetune_epochs if pretrained else self.finetune_epochs_scratch,
+                           batch_size=self.finetune_batch, learning_rate=self.finetune_lr,
+                           final_tokens=final_tokens_for(n_pretrain_docs), seed=seed, precision=self.precision,
+                           weight_decay=self.finetune_weight_decay)
+
+
+REFERENCE = Recipe("full")  # the reference recipe (`factgpt reproduce --budget full`)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from factgpt.config import REFERENCE_CORRUPTION, Corruption
 from factgpt.errors import FactgptError
 
 PAD_CHAR = "\u25a1"  # □, id 0: padding, ignored by the loss
@@ -147,21 +148,7 @@ class Vocab:
 
 
 # ----------------------------------------------------------------------------------------------
-# span-corruption pretraining
-
-
-@dataclass(frozen=True)
-class Corruption:
-    """The span corruption's parameters; the defaults are the reference's."""
-    min_truncation: int = 4  # shortest truncated length of a document
-    max_truncation: int | None = None  # longest; None: int(block_size * 7 / 8), the reference's 112
-    # the masked length is uniform over [1, round(n * mask_fraction) - 1] for a truncated length n
-    # (the reference: 1/2, so a quarter of the document on average)
-    mask_fraction: float = 0.5
-
-
-
-REFERENCE_CORRUPTION = Corruption()
+# span-corruption pretraining (its parameters, Corruption, are in factgpt.config with the recipe)
 
 
 class CharCorruptionDataset(Dataset):

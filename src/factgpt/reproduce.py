@@ -3,15 +3,17 @@
 A table is four rows: a most-frequent-answer baseline, vanilla finetuned without pretraining,
 vanilla pretrained + finetuned, perceiver pretrained + finetuned. Each trained row is a chain of
 stages (pretrain -> finetune -> evaluate); a stage whose outputs exist is skipped, so an
-interrupted run picks up at the first unfinished stage. Every stage records its command-line
-equivalent, config, commit, machine and wall time in OUT/stages.json; report.md, the loss curves
-and the accuracy chart are written from those records.
+interrupted run picks up at the first unfinished stage. Every stage records its command line
+(`Stage.argv`, which the `factgpt` parser reads back into the same configs), config, commit, machine
+and wall time in OUT/stages.json; report.md, the loss curves and the accuracy chart are written from
+those records. The recipes are `factgpt.config.REFERENCE` and replacements of it (BUDGETS, DEMO).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shlex
 import statistics
 import subprocess
 import time
@@ -23,22 +25,13 @@ import torch
 
 from factgpt.atomic import atomic_write_text
 from factgpt.checkpoint import load_checkpoint, resume_path_for
-from factgpt.config import BLOCK_SIZE, GPTConfig, TrainConfig, json_roundtrip
-from factgpt.data import (
-    REFERENCE_CORRUPTION,
-    CharCorruptionDataset,
-    Corruption,
-    MixedDataset,
-    NameDataset,
-    read_questions,
-    read_text,
-)
+from factgpt.config import REFERENCE, GPTConfig, Recipe, TrainConfig, json_roundtrip
+from factgpt.data import MixedDataset, read_questions
 from factgpt.errors import FactgptError
-from factgpt.evaluate import Score, most_frequent_answer, predict, score
-from factgpt.model import GPT
-from factgpt.probe import ProbeSchedule, probe_items, split_heldout
+from factgpt.evaluate import most_frequent_answer, predict, score
+from factgpt.probe import ProbeSchedule
 from factgpt.runtime import machine
-from factgpt.stages import run_training
+from factgpt.stages import ModelSpec, knowledge_probe, load_corpus, load_pairs, run_training, starting_model
 
 PUBLISHED = {  # the study's dev accuracy (500 questions)
     "baseline": (25, 500), "vanilla_nopretrain": (10, 500), "vanilla_pretrain": (119, 500),
@@ -53,69 +46,36 @@ ROW_TITLES = {
 }
 
 
-@dataclass
-class Recipe:
-    """Model and optimisation for one table; `full` is the reference recipe."""
-    name: str
-    n_layer: int = 4
-    n_head: int = 8
-    n_embd: int = 256
-    dropout: float = 0.1
-    bottleneck_dim: int = 64  # the reference commands use 64
-    pretrain_epochs: int = 650
-    pretrain_batch: int = 128
-    pretrain_lr: float = 6e-3
-    pretrain_final_epochs: float = 200.0  # cosine floor after this many epochs' tokens (ref: 200)
-    perceiver_pretrain_epochs: int | None = None  # a shorter perceiver pretraining (None: the same)
-    finetune_epochs: int = 10  # after pretraining
-    finetune_epochs_scratch: int = 75  # without pretraining
-    finetune_batch: int = 256
-    finetune_lr: float = 6e-4
-    precision: str = "auto"  # bf16 where native (the record says which ran), else fp32
-    weight_decay: float = 0.1  # AdamW decay in pretraining (finetuning keeps the reference's 0.1)
-    shuffle: bool = False  # a new example order every pretraining epoch (reference: file order)
-    corruption: Corruption = REFERENCE_CORRUPTION  # span-corruption parameters (reference: the defaults)
-    mix_pairs: bool = False  # mix the finetuning pairs into pretraining (the `mixed` row)
-    probe_every: int = 0  # epochs between knowledge probes during pretraining (0: none)
-
-    def model_config(self, vocab_size: int, perceiver: bool) -> GPTConfig:
-        d = self.dropout
-        return GPTConfig(vocab_size=vocab_size, block_size=BLOCK_SIZE, n_layer=self.n_layer,
-                         n_head=self.n_head, n_embd=self.n_embd, embd_pdrop=d, resid_pdrop=d,
-                         attn_pdrop=d, perceiver=perceiver,
-                         bottleneck_dim=self.bottleneck_dim if perceiver else None)
-
+# `fast`: facts within about an hour on 2 CPU cores (see docs/results.md): no dropout or weight decay
+# (they slow memorisation), a new order every epoch, batch 64 at lr 3e-3 with the cosine ending with
+# the run, and truncations of 64-112 characters, which keep the birthplace (most sit 32-63 characters
+# in) in most examples; the held-out probe every 5 epochs.
+_FAST = replace(REFERENCE, name="fast", dropout=0.0, weight_decay=0.0, shuffle=True, pretrain_epochs=70,
+                pretrain_batch=64, pretrain_lr=3e-3, pretrain_final_epochs=70,
+                corruption=replace(REFERENCE.corruption, min_truncation=64), probe_every=5)
 
 BUDGETS = {
     # the reference recipe
-    "full": Recipe("full"),
+    "full": REFERENCE,
     # a shortened pretraining whose cosine ends with the run (see docs/results.md)
-    "quick": Recipe("quick", pretrain_epochs=100, pretrain_final_epochs=100, precision="bf16"),
-    # Facts within about an hour on 2 CPU cores (see docs/results.md): no dropout or weight decay
-    # (they slow memorisation), a new order every epoch, batch 64 at lr 3e-3 with the cosine ending
-    # with the run, and truncations of 64-112 characters, which keep the birthplace (most sit 32-63
-    # characters in) in most examples; the held-out probe every 5 epochs.
-    "fast": Recipe("fast", dropout=0.0, weight_decay=0.0, shuffle=True, pretrain_epochs=70, pretrain_batch=64,
-                   pretrain_lr=3e-3, pretrain_final_epochs=70, corruption=Corruption(min_truncation=64),
-                   probe_every=5),
+    "quick": replace(REFERENCE, name="quick", pretrain_epochs=100, pretrain_final_epochs=100, precision="bf16"),
+    "fast": _FAST,
     # `fast` with the 2,000 finetuning pairs mixed into pretraining (an epoch is then ~1.4x longer)
-    "mixed": Recipe("mixed", dropout=0.0, weight_decay=0.0, shuffle=True, pretrain_epochs=50, pretrain_batch=64,
-                    pretrain_lr=3e-3, pretrain_final_epochs=50, corruption=Corruption(min_truncation=64),
-                    probe_every=5, mix_pairs=True),
+    "mixed": replace(_FAST, name="mixed", pretrain_epochs=50, pretrain_final_epochs=50, mix_pairs=True),
     # seconds: checks that every stage and every report file works
-    "smoke": Recipe("smoke", n_layer=2, n_head=2, n_embd=32, pretrain_epochs=1, pretrain_final_epochs=1,
-                    finetune_epochs=1, finetune_epochs_scratch=1, bottleneck_dim=8),
+    "smoke": replace(REFERENCE, name="smoke", n_layer=2, n_head=2, n_embd=32, pretrain_epochs=1,
+                     pretrain_final_epochs=1, finetune_epochs=1, finetune_epochs_scratch=1, bottleneck_dim=8),
 }
 
 # The demo's world is small, so its recipe differs from the study's where measurement showed it
 # must: no dropout, small batches (memorising a few hundred facts needs many steps), and a gentle
 # finetuning (lr 1e-4): at 5e-4 the model memorises the finetuning answers and held-out accuracy
 # falls from 5/20 to 1/20, although the pretrained model completes "NAME was born in" correctly.
-DEMO = Recipe("demo", n_layer=2, n_head=4, n_embd=256, dropout=0.0, bottleneck_dim=48,
-              pretrain_epochs=80, pretrain_batch=8, pretrain_lr=1e-3, pretrain_final_epochs=80,
-              perceiver_pretrain_epochs=40,
-              finetune_epochs=10, finetune_epochs_scratch=10, finetune_batch=16, finetune_lr=1e-4,
-              precision="bf16")
+DEMO = replace(REFERENCE, name="demo", n_layer=2, n_head=4, n_embd=256, dropout=0.0, bottleneck_dim=48,
+               pretrain_epochs=80, pretrain_batch=8, pretrain_lr=1e-3, pretrain_final_epochs=80,
+               perceiver_pretrain_epochs=40,
+               finetune_epochs=10, finetune_epochs_scratch=10, finetune_batch=16, finetune_lr=1e-4,
+               precision="bf16")
 
 
 @dataclass
@@ -178,18 +138,107 @@ def same_recipe(record: dict, model_identity: dict, tconf: TrainConfig) -> bool:
     return record.get("model") == json_roundtrip(model_identity) and train == mine
 
 
-def pretrain_flags(r: Recipe, train_file: Path) -> str:
-    """The command-line flags of the recipe's pretraining settings that differ from the reference."""
-    c, ref = r.corruption, REFERENCE_CORRUPTION
-    flags = [f"--weight_decay {r.weight_decay}"] if r.weight_decay != 0.1 else []
-    flags += ["--shuffle"] if r.shuffle else []
-    flags += [f"--min_truncation {c.min_truncation}"] if c.min_truncation != ref.min_truncation else []
-    flags += [f"--max_truncation {c.max_truncation}"] if c.max_truncation != ref.max_truncation else []
-    flags += [f"--mask_fraction {c.mask_fraction}"] if c.mask_fraction != ref.mask_fraction else []
-    flags += ["--mix_pairs"] if r.mix_pairs else []
-    flags += [f"--probe_every {r.probe_every}"] if r.probe_every else []
-    flags += [f"--finetune_corpus_path {train_file}"] if r.mix_pairs or r.probe_every else []
-    return "".join(" " + f for f in flags)
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a trained row, and the `factgpt` command line that runs it as the table does.
+    Checkpoint and prediction paths are file names in the table's folder."""
+    command: str  # "pretrain", "finetune" or "evaluate"
+    variant: str  # "vanilla" or "perceiver"
+    recipe: Recipe
+    seed: int
+    files: Files
+    tag: str  # the row and seed ("vanilla_pretrain_seed0"): names the stage's outputs
+    n_docs: int  # documents in the pretraining corpus (they set final_tokens)
+    vocab_size: int
+    pretrained: bool = False  # the row pretrains: its finetuning starts from the pretraining checkpoint
+
+    @property
+    def key(self) -> str:
+        return f"{self.tag}.{self.command}"
+
+    @property
+    def perceiver(self) -> bool:
+        return self.variant == "perceiver"
+
+    @property
+    def writes(self) -> str | None:
+        """The checkpoint a training stage writes."""
+        return None if self.command == "evaluate" else f"{self.key}.safetensors"
+
+    @property
+    def reads(self) -> str | None:
+        """The checkpoint the stage starts from (None: a fresh model)."""
+        if self.command == "evaluate":
+            return f"{self.tag}.finetune.safetensors"
+        return f"{self.tag}.pretrain.safetensors" if self.command == "finetune" and self.pretrained else None
+
+    @property
+    def outputs(self) -> str:
+        """The predictions evaluate writes for the labelled questions."""
+        return f"{self.tag}.{self.files.eval.stem}.predictions"
+
+    def model_config(self) -> GPTConfig:
+        return self.recipe.model_config(self.vocab_size, self.perceiver)
+
+    def train_config(self) -> TrainConfig:
+        if self.command == "pretrain":
+            return self.recipe.pretrain_config(self.n_docs, self.seed, self.perceiver)
+        return self.recipe.finetune_config(self.n_docs, self.pretrained, self.seed)
+
+    def _values(self) -> dict[str, object]:
+        """The value of every recipe flag for this stage (None: no such setting)."""
+        r, m = self.recipe, self.model_config()
+        if self.command == "evaluate":  # the model is the checkpoint's: only its m is checked
+            return {"--bottleneck_dim": m.bottleneck_dim}
+        t, c = self.train_config(), r.corruption
+        pre = self.command == "pretrain"
+        return {"--max_epochs": t.max_epochs, "--batch_size": t.batch_size,
+                "--pretrain_lr" if pre else "--finetune_lr": t.learning_rate,
+                "--final_tokens": t.final_tokens if pre else None, "--weight_decay": t.weight_decay,
+                "--n_layer": m.n_layer, "--n_head": m.n_head, "--n_embd": m.n_embd, "--seed": t.seed,
+                "--precision": t.precision, "--dropout": r.dropout, "--bottleneck_dim": m.bottleneck_dim,
+                "--min_truncation": c.min_truncation if pre else None,
+                "--max_truncation": c.max_truncation if pre else None,
+                "--mask_fraction": c.mask_fraction if pre else None,
+                "--probe_every": r.probe_every if pre else None}
+
+    # shown always; the other flags where the recipe differs from the reference
+    SHOWN = ("--max_epochs", "--batch_size", "--pretrain_lr", "--finetune_lr", "--final_tokens", "--n_layer",
+             "--n_head", "--n_embd", "--seed", "--precision", "--dropout", "--bottleneck_dim")
+
+    def argv(self) -> list[str]:
+        """`factgpt` arguments that run this stage: `factgpt.cli` parses them into this stage's
+        TrainConfig and GPTConfig (tested)."""
+        f = self.files
+        args = [self.command, self.variant, str(f.corpus)]
+        if self.reads:
+            args += ["--reading_params_path", self.reads]
+        if self.command == "evaluate":
+            args += ["--eval_corpus_path", str(f.eval), "--outputs_path", self.outputs]
+        else:
+            args += ["--writing_params_path", self.writes]
+        reference = replace(self, recipe=REFERENCE)._values()
+        for flag, value in self._values().items():
+            if value is not None and (flag in self.SHOWN or value != reference[flag]):
+                args += [flag, str(value)]
+        if self.command != "evaluate" and self.train_config().shuffle:
+            args.append("--shuffle")
+        pre = self.command == "pretrain"
+        if pre and self.recipe.mix_pairs:
+            args.append("--mix_pairs")
+        if self.command == "finetune" or (pre and (self.recipe.mix_pairs or self.recipe.probe_every)):
+            args += ["--finetune_corpus_path", str(f.train)]
+        return args
+
+
+def row_stages(key: str, seed: int, recipe: Recipe, files: Files, n_docs: int, vocab_size: int) -> list[Stage]:
+    """A trained row's stages: pretrain (rows `*_pretrain`), finetune, evaluate."""
+    pretrained = key.endswith("_pretrain")
+    common = dict(variant="perceiver" if key.startswith("perceiver") else "vanilla", recipe=recipe, seed=seed,
+                  files=files, tag=f"{key}_seed{seed}", n_docs=n_docs, vocab_size=vocab_size,
+                  pretrained=pretrained)
+    commands = ("pretrain", "finetune", "evaluate") if pretrained else ("finetune", "evaluate")
+    return [Stage(command, **common) for command in commands]
 
 
 def commit() -> str:
@@ -228,44 +277,75 @@ class TableRun:
         self.checkpoint_every = checkpoint_every  # steps between resume points of a training stage
         self.records_path = self.out / "stages.json"
         self.records: dict = json.loads(self.records_path.read_text()) if self.records_path.exists() else {}
-        text = read_text(files.corpus)
-        self.corpus = CharCorruptionDataset(text, BLOCK_SIZE, source=files.corpus, corruption=recipe.corruption)
-        self.names = NameDataset(self.corpus, read_text(files.train), source=files.train)
+        self.corpus = load_corpus(files.corpus, corruption=recipe.corruption)
+        self.names = load_pairs(self.corpus, files.train)
         self.questions = read_questions(files.eval)
-        self.probe = None
-        if recipe.probe_every:  # the held-out training people: settings are chosen on them, not on dev
-            heldout = split_heldout(read_questions(files.train, require_answers=True))[1]
-            self.probe = ProbeSchedule(recipe.probe_every, probe_items(heldout, text, max_prefix=self.corpus.max_len))
+        self.probe: ProbeSchedule | None = knowledge_probe(self.corpus, files.train, recipe.probe_every)
 
     def _record(self, key: str, **info) -> None:
         info.update(commit=commit(), machine=machine(), recipe=self.recipe.name)
         self.records[key] = info
         atomic_write_text(self.records_path, json.dumps(self.records, indent=1))
 
-    def _train(self, key: str, model: GPT, dataset, tconf: TrainConfig, command: str,
-               probe: ProbeSchedule | None = None) -> Path:
-        ckpt = self.out / f"{key}.safetensors"
+    def command_line(self, stage: Stage) -> str:
+        return f"{self.prefix} {shlex.join(stage.argv())}"
+
+    def stages(self, key: str, seed: int) -> list[Stage]:
+        return row_stages(key, seed, self.recipe, self.files, len(self.corpus), self.corpus.vocab_size)
+
+    def _train(self, stage: Stage) -> None:
+        """Pretrain or finetune, unless a finished run of the same recipe is recorded here."""
+        key, tconf = stage.key, stage.train_config()
+        reads = self.out / stage.reads if stage.reads else None
+        model = starting_model(ModelSpec(stage.variant, stage.recipe), self.corpus, self.files.corpus, stage.seed,
+                               reads)
+        ckpt = self.out / stage.writes
         if key in self.records and ckpt.exists():
             rec = self.records[key]
             if not same_recipe(rec, model.config.identity(), tconf):
                 raise FactgptError(f"{key} was run here before with another recipe", path=self.out,
                                    hint="use another --out, or delete the folder to start over")
             self.say(f"{key}: done earlier, skipped")
-            return ckpt
+            return
+        if stage.command == "pretrain":
+            data = MixedDataset(self.corpus, self.names) if stage.recipe.mix_pairs else self.corpus
+            probe = self.probe
+        else:
+            data, probe = self.names, None
         resuming = resume_path_for(ckpt).exists()
         self.say(f"{key}: {tconf.max_epochs} epochs" + (" (resuming from its last resume point)" if resuming else ""))
         # run_training writes a resume point every `checkpoint_every` steps beside the checkpoint and
         # continues from it, so an interrupted stage loses at most that many steps.
-        done = run_training(model, dataset, tconf, self.corpus, ckpt, stage=key, device=self.device,
+        done = run_training(model, data, tconf, self.corpus, ckpt, stage=key, device=self.device,
                             progress=self.progress, checkpoint_every=self.checkpoint_every, resume=True,
                             probe=probe)
         st = done.state
         # st.seconds is the training time summed over every process that worked on the stage
-        self._record(key, command=command, seconds=round(st.seconds, 1), train=asdict(tconf),
+        self._record(key, command=self.command_line(stage), seconds=round(st.seconds, 1), train=asdict(tconf),
                      model=model.config.identity(), losses=st.losses, tokens=st.tokens,
                      examples=st.examples, resumed_from_step=done.resumed_from, probes=st.probes,
                      precision=done.precision, corruption=asdict(self.corpus.corruption))
-        return ckpt
+
+    def _evaluate(self, stage: Stage) -> tuple[int, int, list[str]]:
+        """(correct, total, predictions) on the labelled questions; the extra question files are
+        predicted too. A recorded evaluation whose predictions exist is read back."""
+        f = self.files
+        preds_path = self.out / stage.outputs
+        if stage.key in self.records and preds_path.exists():
+            rec = self.records[stage.key]
+            return rec["correct"], rec["total"], preds_path.read_text(encoding="utf-8").splitlines()
+        te = time.perf_counter()
+        model = load_checkpoint(self.out / stage.reads).build_model().to(self.device)
+        preds = predict(model, self.questions, self.corpus.vocab, source=f.eval)
+        atomic_write_text(preds_path, "".join(p + "\n" for p in preds))
+        for extra in f.extra_eval:
+            extra_preds = predict(model, read_questions(extra), self.corpus.vocab, source=extra)
+            atomic_write_text(self.out / f"{stage.tag}.{extra.stem}.predictions",
+                              "".join(p + "\n" for p in extra_preds))
+        s = score(self.questions, preds)
+        self._record(stage.key, command=self.command_line(stage), seconds=round(time.perf_counter() - te, 1),
+                     correct=s.correct, total=s.total)
+        return s.correct, s.total, preds
 
     def baseline(self) -> RowResult:
         guess = most_frequent_answer(read_questions(self.files.train, require_answers=True))
@@ -279,57 +359,12 @@ class TableRun:
         return spread(predictions, [q.answer for q in self.questions])
 
     def trained_row(self, key: str, seed: int) -> RowResult:
-        r, f = self.recipe, self.files
-        perceiver = key.startswith("perceiver")
-        variant = "perceiver" if perceiver else "vanilla"
-        tag = f"{key}_seed{seed}"
-        cfg = r.model_config(self.corpus.vocab_size, perceiver)
-        dims = (f"--n_layer {r.n_layer} --n_head {r.n_head} --n_embd {r.n_embd} --seed {seed} "
-                f"--precision {r.precision} --dropout {r.dropout}"
-                + (f" --bottleneck_dim {r.bottleneck_dim}" if perceiver else ""))
-        pre_ckpt = None
         t0 = time.perf_counter()
-        if key.endswith("_pretrain"):
-            torch.manual_seed(seed)
-            epochs = r.perceiver_pretrain_epochs if perceiver and r.perceiver_pretrain_epochs else r.pretrain_epochs
-            final = int(r.pretrain_final_epochs * epochs / r.pretrain_epochs * len(self.corpus) * BLOCK_SIZE)
-            tconf = TrainConfig(max_epochs=epochs, batch_size=r.pretrain_batch,
-                                learning_rate=r.pretrain_lr, final_tokens=final, seed=seed,
-                                precision=r.precision, weight_decay=r.weight_decay, shuffle=r.shuffle)
-            cmd = (f"{self.prefix} pretrain {variant} {f.corpus} --writing_params_path {tag}.pretrain "
-                   f"--max_epochs {epochs} --batch_size {r.pretrain_batch} --pretrain_lr "
-                   f"{r.pretrain_lr} --final_tokens {final} {dims}{pretrain_flags(r, f.train)}")
-            data = MixedDataset(self.corpus, self.names) if r.mix_pairs else self.corpus
-            pre_ckpt = self._train(f"{tag}.pretrain", GPT(cfg), data, tconf, cmd, self.probe)
-        torch.manual_seed(seed)
-        model = load_checkpoint(pre_ckpt).build_model() if pre_ckpt else GPT(cfg)
-        epochs = r.finetune_epochs if pre_ckpt else r.finetune_epochs_scratch
-        tconf = TrainConfig(max_epochs=epochs, batch_size=r.finetune_batch, learning_rate=r.finetune_lr,
-                            final_tokens=200 * len(self.corpus) * BLOCK_SIZE, seed=seed, precision=r.precision)
-        cmd = (f"{self.prefix} finetune {variant} {f.corpus} --finetune_corpus_path {f.train} "
-               + (f"--reading_params_path {tag}.pretrain " if pre_ckpt else "")
-               + f"--writing_params_path {tag}.finetune --max_epochs {epochs} --batch_size {r.finetune_batch} "
-               f"--finetune_lr {r.finetune_lr} {dims}")
-        ft_ckpt = self._train(f"{tag}.finetune", model, self.names, tconf, cmd)
-        eval_key = f"{tag}.evaluate"
-        preds_path = self.out / f"{tag}.{f.eval.stem}.predictions"
-        if eval_key in self.records and preds_path.exists():
-            rec = self.records[eval_key]
-            preds = preds_path.read_text(encoding="utf-8").splitlines()
-            return RowResult(key, seed, rec["correct"], rec["total"], time.perf_counter() - t0, self._spread(preds))
-        te = time.perf_counter()
-        model = load_checkpoint(ft_ckpt).build_model().to(self.device)
-        preds = predict(model, self.questions, self.corpus.vocab, source=f.eval)
-        atomic_write_text(preds_path, "".join(p + "\n" for p in preds))
-        for extra in f.extra_eval:
-            qs = read_questions(extra)
-            extra_preds = predict(model, qs, self.corpus.vocab, source=extra)
-            atomic_write_text(self.out / f"{tag}.{extra.stem}.predictions", "".join(p + "\n" for p in extra_preds))
-        s: Score = score(self.questions, preds)
-        self._record(eval_key, command=f"{self.prefix} evaluate {variant} {f.corpus} --reading_params_path "
-                     f"{tag}.finetune --eval_corpus_path {f.eval} {dims}", seconds=round(time.perf_counter() - te, 1),
-                     correct=s.correct, total=s.total)
-        return RowResult(key, seed, s.correct, s.total, time.perf_counter() - t0, self._spread(preds))
+        *training, evaluation = self.stages(key, seed)
+        for stage in training:
+            self._train(stage)
+        correct, total, preds = self._evaluate(evaluation)
+        return RowResult(key, seed, correct, total, time.perf_counter() - t0, self._spread(preds))
 
     def run(self, seeds: int = 1, rows=ROWS) -> list[RowResult]:
         results = []
@@ -342,70 +377,102 @@ class TableRun:
         return results
 
 
-def summarize(results: list[RowResult]) -> list[dict]:
+@dataclass
+class RowSummary:
+    """One line of the table: a row key over its seeds."""
+    key: str
+    title: str
+    seeds: int
+    mean: float  # accuracy in percent, mean over seeds
+    sd: float  # its standard deviation over seeds (0 for one seed)
+    correct: int  # the first seed's correct answers
+    total: int  # questions
+    interval: tuple[float, float]  # the first seed's 95% interval, in percent
+    percents: list[float]  # every seed's accuracy
+    spread: Spread | None = None  # the first seed's answers
+
+    @classmethod
+    def of(cls, results: list[RowResult]) -> RowSummary:
+        first, pcts = results[0], [r.percent for r in results]
+        return cls(first.key, ROW_TITLES[first.key], len(results), statistics.mean(pcts),
+                   statistics.stdev(pcts) if len(pcts) > 1 else 0.0, first.correct, first.total,
+                   wilson(first.correct, first.total), pcts, first.spread)
+
+
+def summarize(results: list[RowResult]) -> list[RowSummary]:
     """One line per row key: mean, spread over seeds, and the 95% interval of the first seed."""
-    out = []
-    for key in dict.fromkeys(r.key for r in results):
-        rs = [r for r in results if r.key == key]
-        pcts = [r.percent for r in rs]
-        out.append({"key": key, "title": ROW_TITLES[key], "seeds": len(rs), "mean": statistics.mean(pcts),
-                    "sd": statistics.stdev(pcts) if len(pcts) > 1 else 0.0, "correct": rs[0].correct,
-                    "total": rs[0].total, "interval": wilson(rs[0].correct, rs[0].total), "all": pcts,
-                    "spread": rs[0].spread})
-    return out
+    return [RowSummary.of([r for r in results if r.key == key]) for key in dict.fromkeys(r.key for r in results)]
 
 
-def published_inside(s: dict, published: tuple[int, int]) -> bool:
+def published_inside(s: RowSummary, published: tuple[int, int]) -> bool:
     """Whether the published figure lies inside our 95% interval (outside: more than one run's
     noise apart)."""
-    lo, hi = s["interval"]
+    lo, hi = s.interval
     return lo <= 100 * published[0] / published[1] <= hi
 
 
-def compare(s: dict, published: tuple[int, int]) -> str:
+def compare(s: RowSummary, published: tuple[int, int]) -> str:
     """Our row against the published figure: the difference in points, and whether it is inside."""
-    diff = s["mean"] - 100 * published[0] / published[1]
+    diff = s.mean - 100 * published[0] / published[1]
     return f"{diff:+.1f} points ({'within' if published_inside(s, published) else 'OUTSIDE'} our interval)"
 
 
-def format_table(summary: list[dict], published: dict | None = None) -> str:
+def format_table(summary: list[RowSummary], published: dict | None = None) -> str:
     head = "| model | accuracy | 95% interval |" + (" published | difference |" if published else "")
     lines = [head, "|---|---|---|" + ("---|---|" if published else "")]
     for s in summary:
-        acc = f"{s['mean']:.1f}%"
-        if s["seeds"] > 1:
-            acc += f" ± {s['sd']:.1f} ({s['seeds']} seeds)"
+        acc = f"{s.mean:.1f}%"
+        if s.seeds > 1:
+            acc += f" ± {s.sd:.1f} ({s.seeds} seeds)"
         else:
-            acc += f" ({s['correct']}/{s['total']})"
-        lo, hi = s["interval"]
-        line = f"| {s['title']} | {acc} | {lo:.1f}–{hi:.1f}% |"
+            acc += f" ({s.correct}/{s.total})"
+        lo, hi = s.interval
+        line = f"| {s.title} | {acc} | {lo:.1f}–{hi:.1f}% |"
         if published:
-            c, t = published[s["key"]]
+            c, t = published[s.key]
             plo, phi = wilson(c, t)
             line += f" {100 * c / t:.1f}% ({c}/{t}; {plo:.1f}–{phi:.1f}%) | {compare(s, (c, t))} |"
         lines.append(line)
     return "\n".join(lines)
 
 
-def format_spread(summary: list[dict]) -> str:
+def format_spread(summary: list[RowSummary]) -> str:
     lines = ["| model | different answers | most frequent answer | correct answers among its 5 most frequent |",
              "|---|---|---|---|"]
     for s in summary:
-        sp: Spread | None = s.get("spread")
+        sp = s.spread
         if sp is not None:
-            lines.append(f"| {s['title']} | {sp.distinct} | {sp.top!r}, {sp.top_count} of {s['total']} | "
-                         f"{sp.correct_in_top5} of {s['correct']} |")
+            lines.append(f"| {s.title} | {sp.distinct} | {sp.top!r}, {sp.top_count} of {s.total} | "
+                         f"{sp.correct_in_top5} of {s.correct} |")
     return "\n".join(lines)
 
 
-def write_report(out: str | Path, summary: list[dict], records: dict, *, title: str, budget_note: str,
+def write_report(out: str | Path, summary: list[RowSummary], records: dict, *, title: str, budget_note: str,
                  published: dict | None) -> Path:
-    """report.md, loss_curves.png and accuracy.png in `out`."""
+    """report.md and its figures in `out`: loss_curves.png, accuracy.png and, when a pretraining
+    was probed, knowledge.png."""
+    out = Path(out)
+    probed = {k: r for k, r in records.items() if r.get("probes")}
+    draw_losses(records, out / "loss_curves.png")
+    if probed:
+        draw_knowledge(probed, out / "knowledge.png")
+    draw_accuracy(summary, published, out / "accuracy.png")
+    path = out / "report.md"
+    atomic_write_text(path, report_markdown(summary, records, title=title, budget_note=budget_note,
+                                            published=published))
+    return path
+
+
+def _pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
 
-    out = Path(out)
+
+def draw_losses(records: dict, path: Path) -> None:
+    """The training loss of every recorded stage against its optimiser steps."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for key, rec in records.items():
         if rec.get("losses"):
@@ -416,29 +483,35 @@ def write_report(out: str | Path, summary: list[dict], records: dict, *, title: 
     ax.legend(fontsize=6)
     ax.set_title("Training loss per stage")
     fig.tight_layout()
-    fig.savefig(out / "loss_curves.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
-    probed = {k: r for k, r in records.items() if r.get("probes")}
-    if probed:
-        draw_knowledge(probed, out / "knowledge.png")
 
+def draw_accuracy(summary: list[RowSummary], published: dict | None, path: Path) -> None:
+    """Each row's accuracy with its 95% interval, and the published figures as dots."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    labels = [s["title"] for s in summary]
-    ys = [s["mean"] for s in summary]
-    errs = [[s["mean"] - s["interval"][0] for s in summary], [s["interval"][1] - s["mean"] for s in summary]]
+    labels = [s.title for s in summary]
+    ys = [s.mean for s in summary]
+    errs = [[s.mean - s.interval[0] for s in summary], [s.interval[1] - s.mean for s in summary]]
     ax.barh(labels, ys, xerr=errs, color="#4a7", label="factgpt (95% interval)")
     if published:
-        ax.scatter([100 * published[s["key"]][0] / published[s["key"]][1] for s in summary], labels,
+        ax.scatter([100 * published[s.key][0] / published[s.key][1] for s in summary], labels,
                    color="k", zorder=3, label="published")
     ax.set_xlabel("accuracy (%)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
-    misses = [s["title"] for s in summary if published and not published_inside(s, published[s["key"]])]
-    verdict = ([f"Outside our 95% interval, so more than the noise of {summary[0]['total']} questions apart: "
+
+def report_markdown(summary: list[RowSummary], records: dict, *, title: str, budget_note: str,
+                    published: dict | None) -> str:
+    """report.md: the table, the verdict, what the models answer, the figures, the knowledge probe
+    and the stages."""
+    probed = {k: r for k, r in records.items() if r.get("probes")}
+    misses = [s.title for s in summary if published and not published_inside(s, published[s.key])]
+    verdict = ([f"Outside our 95% interval, so more than the noise of {summary[0].total} questions apart: "
                 + "; ".join(misses) + ". A shorter budget than the reference's is the first suspect; the "
                 "loss curves below show how far each stage got."] if misses else [])
     lines = [f"# {title}", "", budget_note, "", format_table(summary, published), "", *verdict, "",
@@ -446,15 +519,17 @@ def write_report(out: str | Path, summary: list[dict], records: dict, *, title: 
              "A model that retrieves facts gives many different answers; one that answers from the prior "
              "repeats a few, and its correct answers are among them.", "", format_spread(summary), "",
              "![accuracy](accuracy.png)", "", "![loss curves](loss_curves.png)", "",
-             *(knowledge_section(probed) if probed else []), "## Stages", "",
-             "| stage | wall time | command | commit | machine |", "|---|---|---|---|---|"]
+             *(knowledge_section(probed) if probed else []), *stages_section(records)]
+    return "\n".join(lines) + "\n"
+
+
+def stages_section(records: dict) -> list[str]:
+    """Report lines: every stage's wall time, command, commit and machine."""
+    lines = ["## Stages", "", "| stage | wall time | command | commit | machine |", "|---|---|---|---|---|"]
     for key, rec in records.items():
         lines.append(f"| {key} | {rec.get('seconds', 0):.1f} s | `{rec.get('command', '')}` | "
                      f"{rec.get('commit', '')} | {rec.get('machine', '')} |")
-    lines += ["", "Configs (model and optimisation) of every trained stage are in `stages.json`."]
-    path = out / "report.md"
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return path
+    return [*lines, "", "Configs (model and optimisation) of every trained stage are in `stages.json`."]
 
 
 def knowledge_section(probed: dict) -> list[str]:
@@ -473,9 +548,7 @@ def knowledge_section(probed: dict) -> list[str]:
 
 def draw_knowledge(probed: dict, path: Path) -> None:
     """Loss and probe against training minutes, side by side, one line per pretraining stage."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, (ax_loss, ax_probe) = plt.subplots(1, 2, figsize=(10, 3.8))
     for key, rec in probed.items():
@@ -495,7 +568,7 @@ def draw_knowledge(probed: dict, path: Path) -> None:
 
 def budget_note(recipe: Recipe, seeds: int, questions: int) -> str:
     """One paragraph saying how far the recipe is from the reference's (the `full` budget)."""
-    full = BUDGETS["full"]
+    full = REFERENCE
     share = 100 * recipe.pretrain_epochs / full.pretrain_epochs
     perceiver = recipe.perceiver_pretrain_epochs or recipe.pretrain_epochs
     return (f"Budget `{recipe.name}`: pretraining {recipe.pretrain_epochs} epochs ({share:.3g}% of the reference's "

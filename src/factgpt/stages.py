@@ -23,11 +23,9 @@ from factgpt.checkpoint import (
     save_checkpoint,
     save_training_state,
 )
-from factgpt.config import BLOCK_SIZE, GPTConfig, TrainConfig
+from factgpt.config import BLOCK_SIZE, REFERENCE, REFERENCE_CORRUPTION, Corruption, GPTConfig, Recipe, TrainConfig
 from factgpt.data import (
-    REFERENCE_CORRUPTION,
     CharCorruptionDataset,
-    Corruption,
     MixedDataset,
     NameDataset,
     Question,
@@ -42,23 +40,17 @@ from factgpt.runtime import is_main_process
 from factgpt.train import Trainer, TrainingData, TrainState
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelSpec:
-    """What the CLI asks for: the variant and the architecture overrides."""
+    """The model a command asks for: the `variant` of the recipe's model. A checkpoint it starts from
+    or evaluates must be of that variant and, when `pin_m`, of the recipe's m (otherwise any m: the
+    checkpoint's)."""
     variant: str = "vanilla"
-    bottleneck_dim: int = 32
-    n_layer: int = 4
-    n_head: int = 8
-    n_embd: int = 256
-    dropout: float | None = None  # all three dropouts; None: the reference's 0.1
+    recipe: Recipe = REFERENCE
+    pin_m: bool = True
 
-    def config(self, vocab_size: int, block_size: int = BLOCK_SIZE) -> GPTConfig:
-        p = self.variant == "perceiver"
-        drop = {} if self.dropout is None else dict(embd_pdrop=self.dropout, resid_pdrop=self.dropout,
-                                                    attn_pdrop=self.dropout)
-        return GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=self.n_layer,
-                         n_head=self.n_head, n_embd=self.n_embd, perceiver=p,
-                         bottleneck_dim=self.bottleneck_dim if p else None, **drop)
+    def config(self, vocab_size: int) -> GPTConfig:
+        return self.recipe.model_config(vocab_size, self.variant == "perceiver")
 
 
 def load_corpus(path: str | Path, seed: int = 0,
@@ -66,12 +58,37 @@ def load_corpus(path: str | Path, seed: int = 0,
     return CharCorruptionDataset(read_text(path), BLOCK_SIZE, source=path, seed=seed, corruption=corruption)
 
 
+def load_pairs(corpus: CharCorruptionDataset, path: str | Path) -> NameDataset:
+    """The question<TAB>answer pairs of `path`, in the corpus's vocabulary."""
+    return NameDataset(corpus, read_text(path), source=path)
+
+
+def knowledge_probe(corpus: CharCorruptionDataset, pairs_path: str | Path, every: int) -> ProbeSchedule | None:
+    """The knowledge probe every `every` epochs (None for 0) on the held-out people of `pairs_path`
+    (its last lines: settings are chosen on them, never on dev)."""
+    if not every:
+        return None
+    heldout = split_heldout(read_questions(pairs_path, require_answers=True))[1]
+    return ProbeSchedule(every, probe_items(heldout, "\n".join(corpus.data), max_prefix=corpus.max_len))
+
+
 def load_model(params_path: str | Path, spec: ModelSpec, corpus: CharCorruptionDataset,
                corpus_path: str | Path) -> tuple[GPT, Checkpoint]:
-    ckpt = load_checkpoint(params_path, n_head=spec.n_head)
+    ckpt = load_checkpoint(params_path, n_head=spec.recipe.n_head)
     check_compatible(ckpt, params_path, variant=spec.variant,
-                     bottleneck_dim=spec.bottleneck_dim, vocab=corpus.vocab, corpus=corpus_path)
+                     bottleneck_dim=spec.recipe.bottleneck_dim if spec.pin_m else None, vocab=corpus.vocab,
+                     corpus=corpus_path)
     return ckpt.build_model(), ckpt
+
+
+def starting_model(spec: ModelSpec, corpus: CharCorruptionDataset, corpus_path: str | Path, seed: int,
+                   params_path: str | Path | None = None) -> GPT:
+    """Seed torch's generator (parameter init and dropout draw from it), then the checkpoint at
+    `params_path` to continue from (checked against the spec and the corpus) or a fresh model."""
+    torch.manual_seed(seed)
+    if params_path:
+        return load_model(params_path, spec, corpus, corpus_path)[0]
+    return GPT(spec.config(corpus.vocab_size))
 
 
 def _check_writable(path: str | Path) -> None:
@@ -158,15 +175,6 @@ def run_training(model: GPT, dataset: TrainingData, tconf: TrainConfig, corpus: 
                         trainer.precision)
 
 
-def _starting_model(spec: ModelSpec, corpus: CharCorruptionDataset, corpus_path, reading_params_path,
-                    seed: int) -> GPT:
-    """The checkpoint to continue from (checked against the corpus), or a fresh seeded model."""
-    torch.manual_seed(seed)
-    if reading_params_path:
-        return load_model(reading_params_path, spec, corpus, corpus_path)[0]
-    return GPT(spec.config(corpus.vocab_size))
-
-
 def pretrain(corpus_path, spec: ModelSpec, tconf: TrainConfig, writing_params_path, *,
              device, writer=None, progress=True, reading_params_path=None,
              save_every: int = 0, checkpoint_every: int = 0, resume: bool = False,
@@ -175,14 +183,9 @@ def pretrain(corpus_path, spec: ModelSpec, tconf: TrainConfig, writing_params_pa
     """Span-corruption pretraining; with `pairs_path`, its question/answer pairs are mixed in; with
     `probe_every`, the held-out people of `probe_path` (its last lines) are probed as it goes."""
     corpus = corpus if corpus is not None else load_corpus(corpus_path)  # the Trainer seeds its draws
-    model = _starting_model(spec, corpus, corpus_path, reading_params_path, tconf.seed)
-    data = corpus
-    if pairs_path is not None:
-        data = MixedDataset(corpus, NameDataset(corpus, read_text(pairs_path), source=pairs_path))
-    probe = None
-    if probe_every:
-        heldout = split_heldout(read_questions(probe_path, require_answers=True))[1]
-        probe = ProbeSchedule(probe_every, probe_items(heldout, "\n".join(corpus.data), max_prefix=corpus.max_len))
+    model = starting_model(spec, corpus, corpus_path, tconf.seed, reading_params_path)
+    data = corpus if pairs_path is None else MixedDataset(corpus, load_pairs(corpus, pairs_path))
+    probe = knowledge_probe(corpus, probe_path, probe_every)
     return run_training(model, data, tconf, corpus, writing_params_path, stage="pretrain",
                         device=device, writer=writer, progress=progress, save_every=save_every,
                         checkpoint_every=checkpoint_every, resume=resume, probe=probe)
@@ -193,8 +196,8 @@ def finetune(corpus_path, finetune_path, spec: ModelSpec, tconf: TrainConfig, wr
              save_every: int = 0, checkpoint_every: int = 0, resume: bool = False,
              corpus: CharCorruptionDataset | None = None) -> TrainOutcome:
     corpus = corpus if corpus is not None else load_corpus(corpus_path)  # the Trainer seeds its draws
-    names = NameDataset(corpus, read_text(finetune_path), source=finetune_path)
-    model = _starting_model(spec, corpus, corpus_path, reading_params_path, tconf.seed)
+    names = load_pairs(corpus, finetune_path)
+    model = starting_model(spec, corpus, corpus_path, tconf.seed, reading_params_path)
     return run_training(model, names, tconf, corpus, writing_params_path, stage="finetune",
                         device=device, writer=writer, progress=progress, save_every=save_every,
                         checkpoint_every=checkpoint_every, resume=resume)

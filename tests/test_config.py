@@ -1,0 +1,97 @@
+"""The recipe: REFERENCE is the one place the reference's values are written; every budget builds
+valid configs from it, and the command line's defaults are exactly REFERENCE's."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pytest
+
+from factgpt.checkpoint import save_checkpoint
+from factgpt.cli import build_parser, recipe_of, train_config_of
+from factgpt.config import BLOCK_SIZE, PERCEIVER_M, REFERENCE, GPTConfig, Recipe, TrainConfig, final_tokens_for
+from factgpt.errors import FactgptError
+from factgpt.model import GPT
+from factgpt.reproduce import BUDGETS, DEMO
+from factgpt.stages import ModelSpec, load_corpus, load_model
+
+N_DOCS, VOCAB = 2938, 256
+
+
+@pytest.mark.parametrize("recipe", [*BUDGETS.values(), DEMO], ids=lambda r: r.name)
+def test_every_budget_builds_valid_configs(recipe: Recipe):
+    for perceiver in (False, True):
+        m = recipe.model_config(VOCAB, perceiver)  # GPTConfig checks itself
+        assert isinstance(m, GPTConfig) and m.perceiver == perceiver and m.block_size == BLOCK_SIZE
+        assert m.bottleneck_dim == (recipe.bottleneck_dim if perceiver else None)
+        assert m.embd_pdrop == m.resid_pdrop == m.attn_pdrop == recipe.dropout
+        pre = recipe.pretrain_config(N_DOCS, 3, perceiver)
+        assert pre.max_epochs == (recipe.perceiver_pretrain_epochs or recipe.pretrain_epochs if perceiver
+                                  else recipe.pretrain_epochs)
+        assert (pre.batch_size, pre.learning_rate, pre.seed, pre.precision) == (
+            recipe.pretrain_batch, recipe.pretrain_lr, 3, recipe.precision)
+        # the cosine's floor after pretrain_final_epochs epochs' tokens, scaled with the epochs run
+        assert pre.final_tokens == pytest.approx(recipe.pretrain_final_epochs * pre.max_epochs / recipe.pretrain_epochs
+                                                 * N_DOCS * BLOCK_SIZE, abs=1)
+        for pretrained in (False, True):
+            fin = recipe.finetune_config(N_DOCS, pretrained, 3)
+            assert fin.max_epochs == (recipe.finetune_epochs if pretrained else recipe.finetune_epochs_scratch)
+            assert fin.final_tokens == final_tokens_for(N_DOCS) and fin.batch_size == recipe.finetune_batch
+        for t in (pre, fin):
+            assert isinstance(t, TrainConfig) and min(t.max_epochs, t.batch_size, t.final_tokens) > 0
+            assert t.learning_rate > 0 and t.weight_decay >= 0 and t.precision in ("auto", "fp32", "bf16")
+    assert BUDGETS.get(recipe.name, DEMO) is recipe  # each budget is filed under its own name
+
+
+def test_reference_is_the_reference_recipe():
+    assert BUDGETS["full"] is REFERENCE and REFERENCE.bottleneck_dim == PERCEIVER_M
+    r = REFERENCE
+    assert (r.pretrain_epochs, r.pretrain_batch, r.pretrain_lr) == (650, 128, 6e-3)
+    assert (r.finetune_epochs, r.finetune_epochs_scratch, r.finetune_batch, r.finetune_lr) == (10, 75, 256, 6e-4)
+    assert r.pretrain_config(N_DOCS, 0).final_tokens == final_tokens_for(N_DOCS)  # 200 epochs' tokens
+    # the model's defaults are GPTConfig's, so the reference model is GPTConfig's default model
+    assert r.model_config(VOCAB, False) == GPTConfig(vocab_size=VOCAB)
+    assert {f.name for f in fields(Recipe)} >= {"weight_decay", "shuffle", "corruption", "mix_pairs", "probe_every"}
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "perceiver"])
+def test_command_line_defaults_are_the_reference(variant):
+    parse = build_parser().parse_args
+    perceiver = variant == "perceiver"
+    args = parse(["pretrain", variant, "wiki.txt"])
+    assert recipe_of(args) == REFERENCE
+    assert train_config_of(args, recipe_of(args), N_DOCS) == REFERENCE.pretrain_config(N_DOCS, 0, perceiver)
+    assert recipe_of(args).model_config(VOCAB, perceiver) == REFERENCE.model_config(VOCAB, perceiver)
+    for reading, pretrained in ((["--reading_params_path", "p"], True), ([], False)):
+        args = parse(["finetune", variant, "wiki.txt", *reading])
+        assert recipe_of(args) == REFERENCE
+        assert train_config_of(args, recipe_of(args), N_DOCS) == REFERENCE.finetune_config(N_DOCS, pretrained, 0)
+    assert recipe_of(parse(["evaluate", variant, "wiki.txt"])) == REFERENCE
+
+
+def test_flags_replace_the_fields_of_their_stage():
+    parse = build_parser().parse_args
+    flags = ["--max_epochs", "3", "--batch_size", "4", "--weight_decay", "0", "--bottleneck_dim", "8",
+             "--pretrain_lr", "1e-3", "--min_truncation", "64", "--precision", "fp32", "--seed", "2"]
+    args = parse(["pretrain", "perceiver", "wiki.txt", *flags, "--shuffle", "--final_tokens", "99"])
+    r = recipe_of(args)
+    assert (r.pretrain_epochs, r.pretrain_batch, r.weight_decay, r.bottleneck_dim, r.pretrain_lr) == (3, 4, 0, 8, 1e-3)
+    assert r.corruption.min_truncation == 64 and r.finetune_batch == REFERENCE.finetune_batch
+    t = train_config_of(args, r, N_DOCS)
+    assert (t.max_epochs, t.batch_size, t.weight_decay, t.seed, t.precision) == (3, 4, 0, 2, "fp32")
+    assert t.shuffle and t.final_tokens == 99
+    r = recipe_of(parse(["finetune", "vanilla", "wiki.txt", *flags]))
+    assert (r.finetune_epochs, r.finetune_epochs_scratch, r.finetune_batch, r.finetune_weight_decay) == (3, 3, 4, 0)
+    assert (r.pretrain_epochs, r.weight_decay) == (REFERENCE.pretrain_epochs, REFERENCE.weight_decay)
+
+
+def test_a_checkpoints_m_is_checked_only_when_asked(tiny_files, tmp_path):
+    corpus = load_corpus(tiny_files["corpus"])
+    small = REFERENCE.model_config(corpus.vocab_size, True)
+    small = GPTConfig(**{**small.identity(), "n_layer": 2, "n_head": 2, "n_embd": 16, "bottleneck_dim": 8})
+    path = tmp_path / "m8.safetensors"
+    save_checkpoint(path, GPT(small), corpus.vocab)
+    model, _ = load_model(path, ModelSpec("perceiver", REFERENCE, pin_m=False), corpus, tiny_files["corpus"])
+    assert model.config.bottleneck_dim == 8  # no --bottleneck_dim: the checkpoint's m
+    with pytest.raises(FactgptError, match=f"bottleneck_dim 8, not {PERCEIVER_M}"):
+        load_model(path, ModelSpec("perceiver", REFERENCE), corpus, tiny_files["corpus"])
