@@ -120,3 +120,18 @@ def test_each_stage_command_line_parses_back_into_its_configs(recipe, tmp_path):
                     assert (cli_recipe.mix_pairs, cli_recipe.probe_every) == (recipe.mix_pairs, recipe.probe_every)
                 if stage.command == "finetune" or recipe.mix_pairs or recipe.probe_every:
                     assert args.finetune_corpus_path == str(files.train)
+
+
+def test_report_regenerates_from_records_and_predictions_alone(tiny_files, tmp_path):
+    """With every checkpoint deleted, a rerun trains nothing: it reads the records and predictions."""
+    files = Files(tiny_files["corpus"], tiny_files["train"], tiny_files["dev"])
+    first = _run(files, tmp_path / "r")
+    for ckpt in (tmp_path / "r").glob("*.safetensors"):
+        ckpt.unlink()
+    said = []
+    again = TableRun(files, RECIPE, tmp_path / "r", progress=False, log=said.append)
+    (row,) = again.run(rows=("vanilla_pretrain",))
+    assert not any("epochs" in s for s in said), said  # no stage trained
+    rec = first.records["vanilla_pretrain_seed0.evaluate"]
+    assert (row.correct, row.total) == (rec["correct"], rec["total"])
+    assert not list((tmp_path / "r").glob("*.safetensors"))

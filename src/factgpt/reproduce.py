@@ -25,7 +25,7 @@ import torch
 
 from factgpt.atomic import atomic_write_text
 from factgpt.checkpoint import load_checkpoint, resume_path_for
-from factgpt.config import REFERENCE, GPTConfig, Recipe, TrainConfig, json_roundtrip
+from factgpt.config import REFERENCE, Corruption, GPTConfig, Recipe, TrainConfig, json_roundtrip
 from factgpt.data import MixedDataset, read_questions
 from factgpt.errors import FactgptError
 from factgpt.evaluate import most_frequent_answer, predict, score
@@ -117,13 +117,22 @@ class RowResult:
         return 100.0 * self.correct / self.total
 
 
+def stage_corruption(stage: Stage) -> Corruption | None:
+    """The span corruption a pretraining stage draws with (None for the other stages)."""
+    return stage.recipe.corruption if stage.command == "pretrain" else None
+
+
 # How a stage runs, not what it computes: a finished stage recorded with other values still counts
 LAYOUT_FIELDS = ("layout", "group_tokens", "log_every", "compile")
 
 
-def same_recipe(record: dict, model_identity: dict, tconf: TrainConfig) -> bool:
-    """Whether a recorded stage used this model and recipe. Records written before a setting
-    existed lack it (it then had its default value) and spell `engine` as `path`."""
+def same_recipe(record: dict, model_identity: dict, tconf: TrainConfig,
+                corruption: Corruption | None = None) -> bool:
+    """Whether a recorded stage used this model and recipe (and, for pretraining, corruption).
+    Records written before a setting existed lack it (it then had its default value) and spell
+    `engine` as `path`."""
+    if corruption is not None and record.get("corruption", asdict(Corruption())) != asdict(corruption):
+        return False
     train = dict(record.get("train") or {})
     if "path" in train:
         train["engine"] = train.pop("path")
@@ -302,7 +311,7 @@ class TableRun:
         ckpt = self.out / stage.writes
         if key in self.records and ckpt.exists():
             rec = self.records[key]
-            if not same_recipe(rec, model.config.identity(), tconf):
+            if not same_recipe(rec, model.config.identity(), tconf, stage_corruption(stage)):
                 raise FactgptError(f"{key} was run here before with another recipe", path=self.out,
                                    hint="use another --out, or delete the folder to start over")
             self.say(f"{key}: done earlier, skipped")
@@ -358,11 +367,21 @@ class TableRun:
     def _spread(self, predictions: list[str]) -> Spread:
         return spread(predictions, [q.answer for q in self.questions])
 
+    def _recorded(self, stage: Stage) -> bool:
+        """A training stage recorded here with this stage's model and recipe."""
+        rec = self.records.get(stage.key)
+        return rec is not None and same_recipe(rec, stage.model_config().identity(), stage.train_config(),
+                                               stage_corruption(stage))
+
     def trained_row(self, key: str, seed: int) -> RowResult:
         t0 = time.perf_counter()
         *training, evaluation = self.stages(key, seed)
-        for stage in training:
-            self._train(stage)
+        # A row evaluated here before, from stages of this recipe, is read back from its records and
+        # predictions alone: the report can be regenerated without any checkpoint.
+        done = evaluation.key in self.records and (self.out / evaluation.outputs).exists()
+        if not (done and all(self._recorded(stage) for stage in training)):
+            for stage in training:
+                self._train(stage)
         correct, total, preds = self._evaluate(evaluation)
         return RowResult(key, seed, correct, total, time.perf_counter() - t0, self._spread(preds))
 
