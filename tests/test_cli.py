@@ -31,7 +31,7 @@ def test_help_shows_the_documented_flags(command, capsys):
 
 
 @pytest.mark.parametrize("command, flags", [
-    ("reproduce", ["--data-dir", "--out", "--budget", "--seeds", "--checkpoint_every", "--rows",
+    ("reproduce", ["--data-dir", "--out", "--budget", "--seeds", "--checkpoint_every", "--rows", "--probe_every",
                    "smoke,quick,full,fast,mixed"]),
     ("demo", ["--out", "--seed", "--tiny", "--threads"]),
 ])

@@ -135,3 +135,12 @@ def test_report_regenerates_from_records_and_predictions_alone(tiny_files, tmp_p
     rec = first.records["vanilla_pretrain_seed0.evaluate"]
     assert (row.correct, row.total) == (rec["correct"], rec["total"])
     assert not list((tmp_path / "r").glob("*.safetensors"))
+
+
+def test_reproduce_probe_flag_sets_the_budgets_probe_only():
+    from dataclasses import replace
+
+    from factgpt.reproduce import BUDGETS, with_budget
+
+    assert with_budget("full", probe_every=None) == BUDGETS["full"]
+    assert with_budget("full", probe_every=25) == replace(BUDGETS["full"], probe_every=25)

@@ -144,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only these rows: baseline vanilla_nopretrain vanilla_pretrain perceiver_pretrain "
                    "(default: all)")
     p.add_argument("--seeds", type=int, default=1, help="repeat each trained stage over K seeds (1)")
+    p.add_argument("--probe_every", type=int, default=None,
+                   help="run the knowledge probe every N pretraining epochs (default: the budget's; full: never)")
     p.add_argument("--checkpoint_every", type=int, default=200,
                    help="steps between resume points of a training stage; an interrupted stage continues "
                    "from its last one (200)")
@@ -431,7 +433,7 @@ def _reproduce(args) -> int:
         if not (d / name).is_file():
             raise FactgptError(f"{name} is missing", path=d, hint=f"run `factgpt data download --dest {d}`")
     extra = [d / "birth_test_inputs.tsv"] if (d / "birth_test_inputs.tsv").is_file() else []
-    recipe = with_budget(args.budget)
+    recipe = with_budget(args.budget, probe_every=args.probe_every)
     unknown = sorted(set(args.rows or ()) - set(ROWS))
     if unknown:
         raise FactgptError(f"--rows: no row named {', '.join(unknown)}", hint=f"rows: {' '.join(ROWS)}")
