@@ -379,7 +379,10 @@ class TableRun:
         # A row evaluated here before, from stages of this recipe, is read back from its records and
         # predictions alone: the report can be regenerated without any checkpoint.
         done = evaluation.key in self.records and (self.out / evaluation.outputs).exists()
-        if not (done and all(self._recorded(stage) for stage in training)):
+        if done and all(self._recorded(stage) for stage in training):
+            for stage in training:
+                self.say(f"{stage.key}: done earlier, skipped")
+        else:
             for stage in training:
                 self._train(stage)
         correct, total, preds = self._evaluate(evaluation)
