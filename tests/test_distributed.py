@@ -15,25 +15,35 @@ from factgpt.stages import load_corpus
 from conftest import TINY
 
 
-def test_two_processes_match_one(tiny_files, tmp_path):
-    common = ["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--dropout", "0", "--shuffle",
-              "--max_epochs", "3", "--batch_size", "4", "--seed", "3", "--checkpoint_every", "0",
-              "--precision", "fp32"]
+def _two_and_one(common: list[str], tmp_path):
+    """Train with 2 gloo processes, then with 1, on the same flags: (two, one, rank-0 stdout)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     two, one = tmp_path / "two.safetensors", tmp_path / "one.safetensors"
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         "-m", "factgpt", *common, "--writing_params_path", str(two)],
                        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.count("pretrain: 3 epochs") == 1  # rank 0 alone reports
-    r = subprocess.run([sys.executable, "-m", "factgpt", *common, "--writing_params_path", str(one)],
-                       capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    a, b = load_checkpoint(two), load_checkpoint(one)
+    assert two.exists()
+    r1 = subprocess.run([sys.executable, "-m", "factgpt", *common, "--writing_params_path", str(one)],
+                        capture_output=True, text=True, env=env, timeout=300)
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    return load_checkpoint(two), load_checkpoint(one), r.stdout
+
+
+def _assert_same_training(a, b) -> None:
     assert a.progress["tokens"] == b.progress["tokens"]
     for k in a.state_dict:
         assert torch.allclose(a.state_dict[k], b.state_dict[k], atol=2e-5), k
     assert abs(a.progress["final_loss"] - b.progress["final_loss"]) < 1e-4
+
+
+def test_two_processes_match_one(tiny_files, tmp_path):
+    common = ["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--dropout", "0", "--shuffle",
+              "--max_epochs", "3", "--batch_size", "4", "--seed", "3", "--checkpoint_every", "0",
+              "--precision", "fp32"]
+    a, b, stdout = _two_and_one(common, tmp_path)
+    assert stdout.count("pretrain: 3 epochs") == 1  # rank 0 alone reports
+    _assert_same_training(a, b)
 
 
 @pytest.mark.parametrize("variant", ["vanilla", "perceiver"])
@@ -47,19 +57,6 @@ def test_last_global_batch_smaller_than_the_world(tiny_files, tmp_path, variant)
     extra = ["--bottleneck_dim", "8"] if variant == "perceiver" else []
     common = ["pretrain", variant, str(corpus), *TINY, *extra, "--dropout", "0", "--shuffle", "--precision", "fp32",
               "--max_epochs", "2", "--batch_size", "4", "--seed", "5", "--checkpoint_every", "0"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    two, one = tmp_path / "two.safetensors", tmp_path / "one.safetensors"
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        "-m", "factgpt", *common, "--writing_params_path", str(two)],
-                       capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert two.exists()
-    r = subprocess.run([sys.executable, "-m", "factgpt", *common, "--writing_params_path", str(one)],
-                       capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    a, b = load_checkpoint(two), load_checkpoint(one)
+    a, b, _ = _two_and_one(common, tmp_path)
     assert a.progress["steps"] == b.progress["steps"] == 4  # 2 epochs of batches 4 + 1
-    assert a.progress["tokens"] == b.progress["tokens"]
-    for k in a.state_dict:
-        assert torch.allclose(a.state_dict[k], b.state_dict[k], atol=2e-5), k
-    assert abs(a.progress["final_loss"] - b.progress["final_loss"]) < 1e-4
+    _assert_same_training(a, b)
