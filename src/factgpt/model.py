@@ -23,6 +23,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from factgpt.config import GPTConfig
+from factgpt.data import PAD_ID
 
 
 def causal_mask(t_q: int, t_k: int, device=None) -> torch.Tensor:
@@ -272,10 +273,7 @@ class GPT(nn.Module):
             for block in self.blocks:
                 x = block(x, mask=mask)
         logits = self.head(self.ln_f(x))  # (B, T, V)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1),
-                                   ignore_index=0)
+        loss = lm_loss(logits, targets) if targets is not None else None
         return logits, loss
 
     @torch.no_grad()
@@ -334,6 +332,13 @@ class GPT(nn.Module):
                 cache.append(layer, z, z)
             y = torch.zeros_like(x)
         return self.up_block.forward_cached(y, x, up_mask, cache, len(self.blocks) + 1)
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of (B, T, V) logits against (B, T) targets, in fp32, over the non-PAD targets
+    only (PAD is never learnt): their mean (the reference's loss) or their sum."""
+    return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=PAD_ID,
+                           reduction=reduction)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -25,12 +25,11 @@ from typing import Protocol, runtime_checkable
 
 import torch
 import torch.distributed as dist
-from torch.nn import functional as F
 from torch.utils.data import DataLoader, Subset
 
 from factgpt.config import TrainConfig, json_roundtrip
 from factgpt.data import PAD_ID, group_by_length, pack
-from factgpt.model import GPT
+from factgpt.model import GPT, lm_loss
 
 
 def lr_multiplier(tokens: int, warmup_tokens: int, final_tokens: int) -> float:
@@ -259,8 +258,7 @@ class Trainer:
             for part in parts:
                 targets = part.pop("targets")
                 logits = self._forward(part)
-                total = total + F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
-                                                ignore_index=PAD_ID, reduction="sum")
+                total = total + lm_loss(logits, targets, reduction="sum")
         return total * (self.world / max(n_targets, 1))
 
     def _forward(self, batch: dict) -> torch.Tensor:
