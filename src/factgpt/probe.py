@@ -51,16 +51,14 @@ def split_heldout(questions: list[Question], n: int = HELDOUT) -> tuple[list[Que
 def probe_items(questions: list[Question], pretrain_text: str, *, max_prefix: int) -> list[ProbeItem]:
     """The questions whose person has a document naming their birthplace within its first
     `max_prefix` characters (the model never sees more of a document than its block allows)."""
-    from factgpt.analysis import biographies, own_documents, person_of
+    from factgpt.analysis import biographies, birthplace_offsets, own_documents, person_of
 
     docs = biographies(pretrain_text)
     items = []
-    for q in questions:
-        name = person_of(q.question)
-        own = own_documents(name, docs)
-        at = own[0].find(q.answer) if own and q.answer else -1
-        if 0 < at and at + len(q.answer) <= max_prefix:
-            items.append(ProbeItem(name, own[0][:at], q.answer))
+    for q, at in zip(questions, birthplace_offsets(questions, pretrain_text)):
+        if at and at + len(q.answer) <= max_prefix:
+            name = person_of(q.question)
+            items.append(ProbeItem(name, own_documents(name, docs)[0][:at], q.answer))
     return items
 
 
