@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+# ../shared beside the clone; FACTGPT_SHARED names another copy (the GPU machine gets one inside the tree)
+SHARED = Path(os.environ.get("FACTGPT_SHARED", ROOT.parent / "shared"))
 DATA = SHARED / "data"
 CONFORMANCE = SHARED / "conformance"
 

@@ -38,7 +38,7 @@ def _assert_same_training(a, b) -> None:
 
 
 def test_two_processes_match_one(tiny_files, tmp_path):
-    common = ["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--dropout", "0", "--shuffle",
+    common = ["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--device", "cpu", "--dropout", "0", "--shuffle",
               "--max_epochs", "3", "--batch_size", "4", "--seed", "3", "--checkpoint_every", "0",
               "--precision", "fp32"]
     a, b, stdout = _two_and_one(common, tmp_path)
@@ -55,7 +55,8 @@ def test_last_global_batch_smaller_than_the_world(tiny_files, tmp_path, variant)
                       encoding="utf-8")  # no final newline: 5 documents, not 5 and an empty one
     assert len(load_corpus(corpus)) == 5
     extra = ["--bottleneck_dim", "8"] if variant == "perceiver" else []
-    common = ["pretrain", variant, str(corpus), *TINY, *extra, "--dropout", "0", "--shuffle", "--precision", "fp32",
+    common = ["pretrain", variant, str(corpus), *TINY, *extra, "--device", "cpu", "--dropout", "0", "--shuffle",
+              "--precision", "fp32",
               "--max_epochs", "2", "--batch_size", "4", "--seed", "5", "--checkpoint_every", "0"]
     a, b, _ = _two_and_one(common, tmp_path)
     assert a.progress["steps"] == b.progress["steps"] == 4  # 2 epochs of batches 4 + 1

@@ -35,6 +35,9 @@ if TYPE_CHECKING:  # torch and the library load on first use, so that `--help` i
 VARIANTS = ("vanilla", "perceiver")
 
 
+GROUP_TOKENS_HELP = (f"ids per group of the fast engine's length-grouped batches ({TrainConfig.group_tokens}); "
+                     "larger groups mean fewer, larger kernel launches, which suits a GPU; the arithmetic is the same")
+
 def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
     R = REFERENCE  # the help texts say its values
 
@@ -99,6 +102,7 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
     g.add_argument("--shuffle", action="store_true",
                    help="a new seeded example order every epoch (the reference keeps file order; torchrun shuffles)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (eager where no compiler)")
+    g.add_argument("--group_tokens", type=int, default=None, help=GROUP_TOKENS_HELP)
     g.add_argument("--tb_dir", default="expt", help="TensorBoard root folder (expt, as the reference)")
     g.add_argument("--no_tensorboard", action="store_true", help="write no TensorBoard logs")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -122,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=4, help="timed optimiser steps per path (4)")
     p.add_argument("--params", default=None, help="checkpoint to decode with (default: untrained model)")
     p.add_argument("--decode-sample", type=int, default=20, help="questions decoded one at a time (20)")
+    p.add_argument("--device", default="cpu", help="cpu (the default: the figures in docs/benchmarks.md), cuda")
+    p.add_argument("--group_tokens", type=int, default=None,
+                   help="also time the default fast path with groups of this many ids (e.g. 16384: one "
+                   "group per pretraining batch, fewer kernel launches on a GPU)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
 
     p = sub.add_parser("demo", help="the study's table on a generated world of fictional biographies (minutes)")
@@ -150,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps between resume points of a training stage; an interrupted stage continues "
                    "from its last one (200)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--group_tokens", type=int, default=None, help=GROUP_TOKENS_HELP)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -233,6 +242,8 @@ def train_config_of(args, recipe: Recipe, n_pretrain_docs: int, world: int = 1) 
     else:
         tconf = recipe.finetune_config(n_pretrain_docs, args.reading_params_path is not None, args.seed)
     run = dict(engine=args.engine, compile=args.compile, shuffle=tconf.shuffle or args.shuffle or world > 1)
+    if args.group_tokens is not None:
+        run["group_tokens"] = args.group_tokens
     if args.final_tokens is not None:
         run["final_tokens"] = args.final_tokens
     return replace(tconf, **run)
@@ -366,12 +377,19 @@ def _bench(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from factgpt.bench import FAST_VARIANTS, Variant
     from factgpt.data import read_text
+    from factgpt.runtime import resolve_device
 
-    rows, decode = run_bench(args.data_dir, steps=args.steps, params=args.params,
-                             decode_sample=args.decode_sample, log=lambda m: print(m, file=sys.stderr))
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, "
-          f"{torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}")
+    device = resolve_device(args.device)
+    variants = FAST_VARIANTS
+    if args.group_tokens is not None:
+        variants += (Variant(f"default, groups of {args.group_tokens} ids", group_tokens=args.group_tokens),)
+    rows, decode = run_bench(args.data_dir, steps=args.steps, params=args.params, device=device,
+                             decode_sample=args.decode_sample, variants=variants,
+                             log=lambda m: print(m, file=sys.stderr))
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else torch.backends.cpu.get_cpu_capability()
+    print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, {where}, torch {torch.__version__}")
     n_docs = len(read_text(Path(args.data_dir) / "wiki.txt").split("\n"))
     print(format_report(rows, decode, n_docs))
     return 0
@@ -439,7 +457,8 @@ def _reproduce(args) -> int:
         raise FactgptError(f"--rows: no row named {', '.join(unknown)}", hint=f"rows: {' '.join(ROWS)}")
     run = TableRun(Files(d / "wiki.txt", d / "birth_places_train.tsv", d / "birth_dev.tsv", extra), recipe,
                    args.out, device=resolve_device(args.device), progress=not args.quiet,
-                   log=lambda m: print(m, file=sys.stderr), checkpoint_every=args.checkpoint_every)
+                   log=lambda m: print(m, file=sys.stderr), checkpoint_every=args.checkpoint_every,
+                   layout={} if args.group_tokens is None else {"group_tokens": args.group_tokens})
     summary = summarize(run.run(seeds=args.seeds, rows=args.rows or ROWS))
     note = budget_note(recipe, args.seeds, len(run.questions))
     report = write_report(args.out, summary, run.records, title="factgpt reproduce: the study's table",

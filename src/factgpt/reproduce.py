@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import statistics
 import subprocess
@@ -251,6 +252,9 @@ def row_stages(key: str, seed: int, recipe: Recipe, files: Files, n_docs: int, v
 
 
 def commit() -> str:
+    """The short commit of this code; FACTGPT_COMMIT names it in a copy without .git (a GPU machine's)."""
+    if os.environ.get("FACTGPT_COMMIT"):
+        return os.environ["FACTGPT_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).parent, timeout=5)
@@ -275,7 +279,7 @@ class TableRun:
 
     def __init__(self, files: Files, recipe: Recipe, out: str | Path, *, device="cpu",
                  progress: bool = True, log=None, command_prefix: str = "factgpt",
-                 checkpoint_every: int = 200) -> None:
+                 checkpoint_every: int = 200, layout: dict | None = None) -> None:
         self.files, self.recipe = files, recipe
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -284,6 +288,12 @@ class TableRun:
         self.say = log or (lambda *_: None)
         self.prefix = command_prefix
         self.checkpoint_every = checkpoint_every  # steps between resume points of a training stage
+        # how batches are laid out (TrainConfig's LAYOUT_FIELDS, e.g. group_tokens): the same
+        # arithmetic in other shapes, so a record made with other ones still counts as the same recipe
+        self.layout = dict(layout or {})
+        unknown = set(self.layout) - set(LAYOUT_FIELDS)
+        if unknown:
+            raise ValueError(f"layout takes {', '.join(LAYOUT_FIELDS)}, not {', '.join(sorted(unknown))}")
         self.records_path = self.out / "stages.json"
         self.records: dict = json.loads(self.records_path.read_text()) if self.records_path.exists() else {}
         self.corpus = load_corpus(files.corpus, corruption=recipe.corruption)
@@ -304,7 +314,7 @@ class TableRun:
 
     def _train(self, stage: Stage) -> None:
         """Pretrain or finetune, unless a finished run of the same recipe is recorded here."""
-        key, tconf = stage.key, stage.train_config()
+        key, tconf = stage.key, replace(stage.train_config(), **self.layout)
         reads = self.out / stage.reads if stage.reads else None
         model = starting_model(ModelSpec(stage.variant, stage.recipe), self.corpus, self.files.corpus, stage.seed,
                                reads)

@@ -26,7 +26,12 @@ def init_distributed(device: torch.device) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            if local >= torch.cuda.device_count():
+                raise FactgptError(f"torchrun started local rank {local} but {torch.cuda.device_count()} CUDA "
+                                   "device(s) are visible", hint="give --nproc_per_node at most the GPU count, "
+                                   "or train on CPU processes with --device cpu")
+            torch.cuda.set_device(local)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return world
 

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The GPU machine's checks in one run; each step writes into $OUT as it ends:
+#   env    the machine and its torch (env.txt)
+#   bench  `factgpt bench` on the GPU, with one-group-per-batch rows beside the defaults (bench.md),
+#          first, alone on the GPU
+#   tests  tests/test_cuda.py: conformance, training against the CPU, resume and the smoke table on
+#          CUDA (tests_cuda.log), while the table runs
+#   table  the study's table at the full recipe (`reproduce --budget full`): its rows run as three
+#          processes at once (a 3.3M-parameter model leaves the GPU mostly idle between kernel
+#          launches), each in its own folder under $RUNS; full.tgz holds their records, predictions
+#          and logs (no checkpoints), from which `factgpt reproduce` rebuilds the report.
+# Usage, from the repository root on the GPU machine, with a copy of ../shared:
+#   FACTGPT_SHARED=path/to/shared OUT=out_dir bash benchmarks/gpu_check.sh [SECONDS] [STEPS...]
+# SECONDS bounds the whole script (540); the table's processes are stopped in time to pack what
+# they made, and running the table step again resumes each stage from its last resume point.
+set -u
+DEADLINE=$((SECONDS + ${1:-540}))
+shift || true
+STEPS=${*:-env tests bench table}
+OUT=${OUT:-gpu_out}
+SHARED=${FACTGPT_SHARED:-../shared}
+RUNS=${RUNS:-runs/gpu}
+DEVICE=${DEVICE:-cuda}  # cpu and BUDGET=smoke try the script out on a machine without a GPU
+BUDGET=${BUDGET:-full}
+mkdir -p "$OUT" "$RUNS"
+export PYTHONUNBUFFERED=1 FACTGPT_SHARED="$SHARED"
+# The machine's own torch (a CUDA build) is used as it is: factgpt goes on the path, not through pip.
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+py=python3
+left() { local t=$((DEADLINE - SECONDS - $1)); echo $((t > 10 ? t : 10)); }
+has() { [[ " $STEPS " == *" $1 "* ]]; }
+
+if has env; then
+    { date -u; nvidia-smi; nproc
+      $py -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+    } > "$OUT/env.txt" 2>&1
+fi
+
+if has bench; then  # first, while the GPU has nothing else to do
+    timeout "$(left 400)" $py -m factgpt bench --data-dir "$SHARED/data" --device "$DEVICE" --steps 10 \
+        --params "$SHARED/conformance/vanilla_ref.params" --group_tokens 16384 > "$OUT/bench.md" 2> "$OUT/bench.log"
+    echo "bench exit $?" >> "$OUT/env.txt"
+fi
+
+if has table; then
+    # the same flags as the CPU run of docs/results/full, on the GPU, one group per pretraining batch
+    common=(--data-dir "$SHARED/data" --budget "$BUDGET" --probe_every 25 --device "$DEVICE" --group_tokens 16384
+            --threads 2 --quiet)
+    t=$(left 20)
+    for rows in "baseline vanilla_nopretrain" vanilla_pretrain perceiver_pretrain; do
+        name=${rows##* }
+        # shellcheck disable=SC2086  # $rows is several words on purpose
+        timeout "$t" $py -m factgpt reproduce "${common[@]}" --rows $rows --out "$RUNS/$name" \
+            >> "$RUNS/$name.log" 2>&1 &
+    done
+fi
+
+if has tests; then  # beside the table: they check results, their timings are not reported
+    timeout "$(left 30)" $py -m pytest -p no:cacheprovider -rfE --durations=8 tests/test_cuda.py \
+        > "$OUT/tests_cuda.log" 2>&1
+    echo "tests/test_cuda.py exit $?" >> "$OUT/env.txt"
+fi
+
+if has table; then
+    wait
+    for name in vanilla_nopretrain vanilla_pretrain perceiver_pretrain; do
+        echo "$name: $(tail -n 1 "$RUNS/$name.log")" >> "$OUT/env.txt"
+    done
+    tar czf "$OUT/full.tgz" --exclude='*.safetensors' --exclude='*.resume' "$RUNS"
+fi
+date -u >> "$OUT/env.txt"
