@@ -144,14 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="the study's table on the real data, stage by stage, with a report")
     p.add_argument("--data-dir", default="data", help="folder with the four files (`factgpt data download`)")
     p.add_argument("--out", default="reproduce_out", help="report folder (reproduce_out)")
-    p.add_argument("--budget", choices=("smoke", "quick", "full", "fast", "mixed"), default="full",
+    p.add_argument("--budget", choices=("smoke", "quick", "full", "fast", "fast300", "mixed"), default="full",
                    help="full: the reference recipe; quick: 100 pretraining epochs, bf16; fast: a recipe "
-                   "chosen to learn the facts in about an hour on 2 cores; mixed: fast with the finetuning "
+                   "chosen to learn the facts in about an hour on 2 cores (it does not yet); fast300: the reference's "
+                   "optimiser without dropout, one cosine over 300 epochs; mixed: fast with the finetuning "
                    "pairs mixed into pretraining; smoke: seconds")
     p.add_argument("--rows", nargs="+", default=None, metavar="ROW",
                    help="run only these rows: baseline vanilla_nopretrain vanilla_pretrain perceiver_pretrain "
                    "(default: all)")
     p.add_argument("--seeds", type=int, default=1, help="repeat each trained stage over K seeds (1)")
+    p.add_argument("--first_seed", type=int, default=0,
+                   help="the first of those seeds (0): two processes can run seeds 0 and 1 side by side")
     p.add_argument("--probe_every", type=int, default=None,
                    help="run the knowledge probe every N pretraining epochs (default: the budget's; full: never)")
     p.add_argument("--checkpoint_every", type=int, default=200,
@@ -459,7 +462,7 @@ def _reproduce(args) -> int:
                    args.out, device=resolve_device(args.device), progress=not args.quiet,
                    log=lambda m: print(m, file=sys.stderr), checkpoint_every=args.checkpoint_every,
                    layout={} if args.group_tokens is None else {"group_tokens": args.group_tokens})
-    summary = summarize(run.run(seeds=args.seeds, rows=args.rows or ROWS))
+    summary = summarize(run.run(seeds=args.seeds, rows=args.rows or ROWS, first_seed=args.first_seed))
     note = budget_note(recipe, args.seeds, len(run.questions))
     report = write_report(args.out, summary, run.records, title="factgpt reproduce: the study's table",
                           budget_note=note, published=PUBLISHED)
