@@ -4,6 +4,7 @@ benchmarks/gpu_check.sh runs it on the GPU machine."""
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -148,3 +149,5 @@ def test_reproduce_smoke_on_cuda(tmp_path):
     assert main(["reproduce", "--data-dir", str(DATA), "--budget", "smoke", "--out", str(out), "--device", "cuda",
                  "--quiet"]) == 0
     assert (out / "report.md").exists()
+    records = json.loads((out / "stages.json").read_text())
+    assert all(torch.cuda.get_device_name() in r["machine"] for r in records.values())

@@ -307,7 +307,7 @@ class TableRun:
         self.probe: ProbeSchedule | None = knowledge_probe(self.corpus, files.train, recipe.probe_every)
 
     def _record(self, key: str, **info) -> None:
-        info.update(commit=commit(), machine=machine(), recipe=self.recipe.name)
+        info.update(commit=commit(), machine=machine(self.device), recipe=self.recipe.name)
         self.records[key] = info
         atomic_write_text(self.records_path, json.dumps(self.records, indent=1))
 

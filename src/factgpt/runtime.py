@@ -42,9 +42,12 @@ def is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-def machine() -> str:
+def machine(device: torch.device | str = "cpu") -> str:
+    """Host, processor, threads and torch, and the GPU where `device` is one."""
+    device = torch.device(device)
+    gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
     return (f"{platform.node() or 'unknown'} ({platform.machine()}, {torch.get_num_threads()} threads, "
-            f"torch {torch.__version__})")
+            f"torch {torch.__version__}{gpu})")
 
 
 def leave_distributed(code: int) -> None:
