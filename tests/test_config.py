@@ -80,6 +80,9 @@ def test_flags_replace_the_fields_of_their_stage():
     t = train_config_of(args, r, N_DOCS)
     assert (t.max_epochs, t.batch_size, t.weight_decay, t.seed, t.precision) == (3, 4, 0, 2, "fp32")
     assert t.shuffle and t.final_tokens == 99
+    assert t.group_tokens == TrainConfig.group_tokens
+    assert train_config_of(parse(["pretrain", "vanilla", "wiki.txt", "--group_tokens", "16384"]), REFERENCE,
+                           N_DOCS).group_tokens == 16384
     r = recipe_of(parse(["finetune", "vanilla", "wiki.txt", *flags]))
     assert (r.finetune_epochs, r.finetune_epochs_scratch, r.finetune_batch, r.finetune_weight_decay) == (3, 3, 4, 0)
     assert (r.pretrain_epochs, r.weight_decay) == (REFERENCE.pretrain_epochs, REFERENCE.weight_decay)

@@ -59,6 +59,17 @@ def test_interrupted_stage_resumes_from_its_resume_point(tiny_files, tmp_path, m
     assert (part / "vanilla_pretrain_seed0.dev.predictions").read_text() == whole
 
 
+def test_first_seed_and_layout_reach_the_stages(tiny_files, tmp_path):
+    """--first_seed 1 runs seed 1 alone; a layout (here group_tokens) reaches each stage's config."""
+    files = Files(tiny_files["corpus"], tiny_files["train"], tiny_files["dev"])
+    run = TableRun(files, RECIPE, tmp_path, progress=False, layout={"group_tokens": 64})
+    run.run(rows=("vanilla_pretrain",), first_seed=1)
+    assert sorted(run.records) == [f"vanilla_pretrain_seed1.{s}" for s in ("evaluate", "finetune", "pretrain")]
+    assert run.records["vanilla_pretrain_seed1.pretrain"]["train"]["group_tokens"] == 64
+    with pytest.raises(ValueError, match="layout takes"):
+        TableRun(files, RECIPE, tmp_path / "other", progress=False, layout={"learning_rate": 1.0})
+
+
 def _row(correct: int, total: int = 500) -> RowSummary:
     return summarize([RowResult("vanilla_pretrain", 0, correct, total, 0.0)])[0]
 
