@@ -61,3 +61,14 @@ def test_last_global_batch_smaller_than_the_world(tiny_files, tmp_path, variant)
     a, b, _ = _two_and_one(common, tmp_path)
     assert a.progress["steps"] == b.progress["steps"] == 4  # 2 epochs of batches 4 + 1
     _assert_same_training(a, b)
+
+
+def test_more_local_ranks_than_gpus_is_one_clear_error(monkeypatch):
+    from factgpt.errors import FactgptError
+    from factgpt.runtime import init_distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(FactgptError, match="local rank 1 but 1 CUDA device"):
+        init_distributed(torch.device("cuda"))
