@@ -1,0 +1,58 @@
+"""Held-out QA of a pretrained checkpoint (never dev): finetune on the first training lines, score the
+last 200 (the people the knowledge probe measures), once per finetuning dropout.
+
+    python benchmarks/heldout_finetune.py --data-dir ../shared/data \
+        --params fast300/vanilla_pretrain_seed0.pretrain.safetensors
+
+The finetuning is the reference's (10 epochs, lr 6e-4, batch 256); only the dropout of the loaded
+model changes between runs, which tells whether finetuning's dropout decides extraction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from factgpt.checkpoint import load_checkpoint
+from factgpt.config import REFERENCE
+from factgpt.data import NameDataset, read_questions
+from factgpt.evaluate import predict, score
+from factgpt.model import Dropout
+from factgpt.probe import split_heldout
+from factgpt.stages import load_corpus
+from factgpt.train import Trainer
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default="data")
+    ap.add_argument("--params", required=True, help="a pretrained vanilla checkpoint")
+    ap.add_argument("--dropouts", type=float, nargs="+", default=[0.0, 0.1])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    d = Path(args.data_dir)
+    corpus = load_corpus(d / "wiki.txt")
+    train_path = d / "birth_places_train.tsv"
+    train, heldout = split_heldout(read_questions(train_path, require_answers=True))
+    pairs = NameDataset(corpus, "".join(f"{q.question}\t{q.answer}\n" for q in train), source=train_path)
+    for p in args.dropouts:
+        torch.manual_seed(args.seed)
+        model = load_checkpoint(args.params).build_model()
+        for m in model.modules():
+            if isinstance(m, Dropout):
+                m.p = p
+        t0 = time.perf_counter()
+        st = Trainer(model, pairs, REFERENCE.finetune_config(len(corpus), True, args.seed), progress=False).train()
+        model.eval()
+        s = score(heldout, predict(model, heldout, corpus.vocab))
+        print(f"finetuning dropout {p:g}: held-out QA {s.correct}/{s.total} ({100 * s.correct / s.total:.1f}%), "
+              f"finetuned on {len(train)} lines, last loss {st.losses[-1]:.3f}, {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
