@@ -8,7 +8,8 @@
 #   table  the study's table at the full recipe (`reproduce --budget full`): its rows run as three
 #          processes at once (a 3.3M-parameter model leaves the GPU mostly idle between kernel
 #          launches), each in its own folder under $RUNS; full.tgz holds their records, predictions
-#          and logs (no checkpoints), from which `factgpt reproduce` rebuilds the report.
+#          and logs (no checkpoints), from which `factgpt reproduce` rebuilds the report; the first
+#          seed's two pretrained models come back beside it.
 # Usage, from the repository root on the GPU machine, with a copy of ../shared:
 #   FACTGPT_SHARED=path/to/shared OUT=out_dir bash benchmarks/gpu_check.sh [SECONDS] [STEPS...]
 # SECONDS bounds the whole script (540); the table's processes are stopped in time to pack what
@@ -22,6 +23,7 @@ SHARED=${FACTGPT_SHARED:-../shared}
 RUNS=${RUNS:-runs/gpu}
 DEVICE=${DEVICE:-cuda}  # cpu and BUDGET=smoke try the script out on a machine without a GPU
 BUDGET=${BUDGET:-full}
+SEEDS=${SEEDS:-0}  # "0 1": each row's seeds as processes of their own, side by side
 mkdir -p "$OUT" "$RUNS"
 export PYTHONUNBUFFERED=1 FACTGPT_SHARED="$SHARED"
 # The machine's own torch (a CUDA build) is used as it is: factgpt goes on the path, not through pip.
@@ -48,10 +50,12 @@ if has table; then
             --threads 2 --quiet)
     t=$(left 20)
     for rows in "baseline vanilla_nopretrain" vanilla_pretrain perceiver_pretrain; do
-        name=${rows##* }
-        # shellcheck disable=SC2086  # $rows is several words on purpose
-        timeout "$t" $py -m factgpt reproduce "${common[@]}" --rows $rows --out "$RUNS/$name" \
-            >> "$RUNS/$name.log" 2>&1 &
+        for seed in $SEEDS; do
+            name=${rows##* }_seed$seed
+            # shellcheck disable=SC2086  # $rows is several words on purpose
+            timeout "$t" $py -m factgpt reproduce "${common[@]}" --rows $rows --first_seed "$seed" \
+                --out "$RUNS/$name" >> "$RUNS/$name.log" 2>&1 &
+        done
     done
 fi
 
@@ -63,9 +67,13 @@ fi
 
 if has table; then
     wait
-    for name in vanilla_nopretrain vanilla_pretrain perceiver_pretrain; do
-        echo "$name: $(tail -n 1 "$RUNS/$name.log")" >> "$OUT/env.txt"
+    for log in "$RUNS"/*.log; do
+        echo "$log: $(tail -n 1 "$log")" >> "$OUT/env.txt"
     done
     tar czf "$OUT/full.tgz" --exclude='*.safetensors' --exclude='*.resume' "$RUNS"
+    # the pretrained models of the first seed (13 MB each), for held-out analyses on a CPU
+    for f in "$RUNS"/*_pretrain_seed${SEEDS%% *}/*_seed${SEEDS%% *}.pretrain.safetensors; do
+        [ -f "$f" ] && cp "$f" "$OUT/"
+    done
 fi
 date -u >> "$OUT/env.txt"
