@@ -38,6 +38,7 @@ VARIANTS = ("vanilla", "perceiver")
 GROUP_TOKENS_HELP = (f"ids per group of the fast engine's length-grouped batches ({TrainConfig.group_tokens}); "
                      "larger groups mean fewer, larger kernel launches, which suits a GPU; the arithmetic is the same")
 
+
 def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
     R = REFERENCE  # the help texts say its values
 
