@@ -18,7 +18,6 @@ The study's commands keep the reference's spelling, so `python src/run.py ARGS` 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -273,11 +272,9 @@ def _runtime(args) -> _Runtime:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    world = init_distributed(device)  # torchrun: one process per device, global batch split
+    world, device = init_distributed(device)  # torchrun: one process per device, global batch split
     if world > 1 and args.command == "evaluate":
         raise FactgptError("evaluate runs in one process", hint="run it without torchrun")
-    if world > 1 and device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     recipe = recipe_of(args)
     # a checkpoint's m is checked only when --bottleneck_dim is given
     spec = ModelSpec(args.variant, recipe, pin_m=args.bottleneck_dim is not None)

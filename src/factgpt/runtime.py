@@ -19,21 +19,24 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def init_distributed(device: torch.device) -> int:
-    """Join the process group torchrun describes (gloo on CPU, NCCL on CUDA); the world size."""
+def init_distributed(device: torch.device) -> tuple[int, torch.device]:
+    """Join the process group torchrun describes (gloo on CPU, NCCL on CUDA). Returns the world
+    size and this process's device: cuda:LOCAL_RANK under torchrun on CUDA, else `device`."""
     import torch.distributed as dist
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if local >= torch.cuda.device_count():
+            raise FactgptError(f"torchrun started local rank {local} but {torch.cuda.device_count()} CUDA "
+                               "device(s) are visible", hint="give --nproc_per_node at most the GPU count, "
+                               "or train on CPU processes with --device cpu")
+        device = torch.device("cuda", local)
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            if local >= torch.cuda.device_count():
-                raise FactgptError(f"torchrun started local rank {local} but {torch.cuda.device_count()} CUDA "
-                                   "device(s) are visible", hint="give --nproc_per_node at most the GPU count, "
-                                   "or train on CPU processes with --device cpu")
-            torch.cuda.set_device(local)
+            torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return world
+    return world, device
 
 
 def is_main_process() -> bool:
