@@ -11,8 +11,9 @@ import torch
 from factgpt.config import GPTConfig, TrainConfig
 from factgpt.data import CharCorruptionDataset, Corruption, MixedDataset, NameDataset, Question, read_questions
 from factgpt.model import GPT
-from factgpt.probe import ProbeItem, probe_items, run_probe, split_heldout
+from factgpt.probe import ProbeItem, probe_items, run_probe, run_qa_probe, split_heldout
 from factgpt.reproduce import BUDGETS, Files, TableRun, budget_note, summarize, write_report
+from factgpt.stages import knowledge_probe, mixed_pairs
 from factgpt.train import Trainer
 
 from conftest import PEOPLE, tiny_corpus, tiny_tsv
@@ -52,6 +53,31 @@ def test_mixed_dataset_shows_documents_then_pairs():
     x_doc, _ = corpus.draw_batch(torch.tensor([0]))
     corpus.reseed(5)
     assert torch.equal(mixed.draw_batch(torch.tensor([len(corpus) + 1, 0]))[0][1], x_doc[0])  # the same draws
+
+
+def test_mixed_pairs_leave_the_heldout_people_out(tiny_files):
+    corpus = CharCorruptionDataset(tiny_corpus(), 128)
+    mixed = mixed_pairs(corpus, tiny_files["train"])
+    assert mixed.data == tiny_tsv(PEOPLE[:5]).splitlines()  # the 6th, held out, is never learnt
+    schedule = knowledge_probe(corpus, tiny_files["train"], 1, ask=True)
+    assert [q.question for q in schedule.questions] == [f"Where was {PEOPLE[5][0]} born?"]
+    assert knowledge_probe(corpus, tiny_files["train"], 1).questions == []
+
+
+def test_qa_probe_counts_correct_answers():
+    text = tiny_corpus()
+    corpus = CharCorruptionDataset(text, 128)
+    names = NameDataset(corpus, tiny_tsv())
+    model = GPT(GPTConfig(vocab_size=corpus.vocab_size, n_layer=2, n_head=2, n_embd=64,
+                          embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0))
+    questions = [Question(f"Where was {n} born?", p, i + 1) for i, (n, p) in enumerate(PEOPLE)]
+    assert run_qa_probe(model, corpus.vocab, questions) < 0.5
+    tc = TrainConfig(max_epochs=200, batch_size=8, learning_rate=3e-3, final_tokens=10**9, weight_decay=0.0,
+                     precision="fp32")
+    Trainer(model, names, tc, progress=False).train()
+    assert model.training  # the probe leaves the mode as it found it
+    assert run_qa_probe(model, corpus.vocab, questions) == 1.0
+    assert run_qa_probe(model, corpus.vocab, []) == 0.0
 
 
 def test_heldout_split_is_the_last_lines():
@@ -94,11 +120,17 @@ def test_new_budgets_smoke(budget, tiny_files, tmp_path):
     assert [r.key for r in results] == ["baseline", "vanilla_pretrain"]
     rec = run.records["vanilla_pretrain_seed0.pretrain"]
     assert [p["epoch"] for p in rec["probes"]] == [1, 2]
-    assert rec["corruption"]["min_truncation"] == 64 and rec["train"]["weight_decay"] == 0.0
-    assert ("--mix_pairs" in rec["command"]) == (budget == "mixed")
+    mixed = budget == "mixed"
+    assert all(("answered" in p) == mixed for p in rec["probes"])  # the question is asked where it was learnt
+    assert rec["corruption"]["min_truncation"] == (4 if mixed else 64)
+    assert rec["train"]["weight_decay"] == (0.1 if mixed else 0.0)
+    assert ("--mix_pairs" in rec["command"]) == mixed
     n_docs = len(tiny_corpus().split("\n"))
-    assert rec["examples"] == 2 * (n_docs + (6 if budget == "mixed" else 0))  # pairs mixed in
+    # 6 training pairs, of which the last is held out for the probe and never mixed in
+    assert rec["examples"] == 2 * (n_docs + (5 if mixed else 0))
     report = write_report(tmp_path, summarize(results), run.records, title="t",
                           budget_note=budget_note(recipe, 1, 2), published=None).read_text()
     assert "## When the facts arrive" in report and (tmp_path / "knowledge.png").is_file()
-    assert "shortest truncation 64 (reference 4)" in report and "dropout 0 (reference 0.1)" in report
+    assert ("| answered |" in report) == mixed
+    assert "dropout 0 (reference 0.1)" in report
+    assert ("shortest truncation 64 (reference 4)" in report) == (not mixed)

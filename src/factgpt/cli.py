@@ -94,7 +94,8 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
     k.add_argument("--mask_fraction", type=float, default=None,
                    help=f"masked span length uniform over [1, round(n * f) - 1] (reference: {c.mask_fraction:g})")
     k.add_argument("--mix_pairs", action="store_true",
-                   help="pretrain: mix the --finetune_corpus_path pairs into the corpus (the `mixed` recipe)")
+                   help="pretrain: mix the --finetune_corpus_path pairs, all but its last (held-out) lines, "
+                   "into the corpus (the `mixed` recipe)")
     k.add_argument("--probe_every", type=int, default=None,
                    help="pretrain: every N epochs, the share of held-out people (the last 200 lines of "
                    f"--finetune_corpus_path) whose own line the model completes with their birthplace "
@@ -147,8 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", choices=("smoke", "quick", "full", "fast", "fast300", "mixed"), default="full",
                    help="full: the reference recipe; quick: 100 pretraining epochs, bf16; fast: a recipe "
                    "chosen to learn the facts in about an hour on 2 cores (it does not yet); fast300: the reference's "
-                   "optimiser without dropout, one cosine over 300 epochs; mixed: fast with the finetuning "
-                   "pairs mixed into pretraining; smoke: seconds")
+                   "optimiser without dropout, one cosine over 300 epochs; mixed: fast300 over 200 epochs with the "
+                   "finetuning pairs (all but 200 held-out people) mixed into pretraining; smoke: seconds")
     p.add_argument("--rows", nargs="+", default=None, metavar="ROW",
                    help="run only these rows: baseline vanilla_nopretrain vanilla_pretrain perceiver_pretrain "
                    "(default: all)")

@@ -140,7 +140,8 @@ class Recipe:
     weight_decay: float = TrainConfig.weight_decay  # AdamW decay in pretraining
     shuffle: bool = TrainConfig.shuffle  # a new example order every pretraining epoch (reference: file order)
     corruption: Corruption = REFERENCE_CORRUPTION  # span-corruption parameters (reference: the defaults)
-    mix_pairs: bool = False  # mix the finetuning pairs into pretraining (the `mixed` budget)
+    # mix the finetuning pairs into pretraining (`mixed`), all but the probe's held-out people
+    mix_pairs: bool = False
     probe_every: int = 0  # epochs between knowledge probes during pretraining (0: none)
     # finetuning
     finetune_epochs: int = 10  # after pretraining

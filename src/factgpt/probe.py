@@ -10,18 +10,24 @@ finetuning then only has to teach it to give that tie back as an answer.
     \\_________________________ prefix given ___________________________/ \\_ must follow _/
 
 The held-out split is the last `n` lines of the finetuning file: the rest is what a recipe under
-selection finetunes on, and their answers after finetuning are the second check.
+selection finetunes on, and their answers after finetuning are the second check. Where the pairs
+are mixed into pretraining (the `mixed` recipe), the held-out people are left out of the mix and the
+probe also asks them the question itself, `Where was NAME born?`, during pretraining.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 
 from factgpt.data import Question, Vocab
 from factgpt.decode import generate_batched
+from factgpt.evaluate import predict, score
 from factgpt.model import GPT
+
+T = TypeVar("T")
 
 HELDOUT = 200  # finetuning lines held out to choose settings on (the last ones of the file)
 
@@ -37,11 +43,15 @@ class ProbeItem:
 class ProbeSchedule:
     every: int  # epochs between probes (and one after the last epoch)
     items: list[ProbeItem]  # the people probed
+    # the held-out people asked the question itself; only when pretraining has seen the question's
+    # form (pairs mixed in), else empty: a model that never saw a `⁇` answer cannot give one
+    questions: list[Question] = field(default_factory=list)
 
 
-def split_heldout(questions: list[Question], n: int = HELDOUT) -> tuple[list[Question], list[Question]]:
-    """(finetuning part, held-out part): the held-out part is the last `n` questions, or the last
-    tenth (at least one) of a file with fewer than 10 * n lines."""
+def split_heldout(questions: list[T], n: int = HELDOUT) -> tuple[list[T], list[T]]:
+    """(finetuning part, held-out part) of a finetuning file's questions (or its lines): the
+    held-out part is the last `n`, or the last tenth (at least one) of a file with fewer than 10 * n
+    lines."""
     if len(questions) < 2:
         raise ValueError("holding people out needs at least two questions")
     n = min(n, max(1, len(questions) // 10))
@@ -76,3 +86,16 @@ def run_probe(model: GPT, vocab: Vocab, items: list[ProbeItem]) -> float:
         model.train(was_training)
     hits = sum(vocab.decode(out[len(it.prefix):]).startswith(it.place) for out, it in zip(outs, items))
     return hits / len(items)
+
+
+def run_qa_probe(model: GPT, vocab: Vocab, questions: list[Question]) -> float:
+    """The share of `questions` answered correctly by greedy decoding (0 for none)."""
+    if not questions:
+        return 0.0
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            s = score(questions, predict(model, questions, vocab))
+    finally:
+        model.train(was_training)
+    return s.correct / s.total

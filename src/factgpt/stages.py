@@ -31,11 +31,12 @@ from factgpt.data import (
     Question,
     read_questions,
     read_text,
+    split_lines,
 )
 from factgpt.errors import FactgptError
 from factgpt.evaluate import Score, predict, score
 from factgpt.model import GPT
-from factgpt.probe import ProbeSchedule, probe_items, run_probe, split_heldout
+from factgpt.probe import ProbeSchedule, probe_items, run_probe, run_qa_probe, split_heldout
 from factgpt.runtime import is_main_process
 from factgpt.train import Trainer, TrainingData, TrainState
 
@@ -63,13 +64,23 @@ def load_pairs(corpus: CharCorruptionDataset, path: str | Path) -> NameDataset:
     return NameDataset(corpus, read_text(path), source=path)
 
 
-def knowledge_probe(corpus: CharCorruptionDataset, pairs_path: str | Path, every: int) -> ProbeSchedule | None:
+def mixed_pairs(corpus: CharCorruptionDataset, path: str | Path) -> NameDataset:
+    """The pairs of `path` that pretraining mixes in: all but its held-out people (its last lines,
+    `probe.split_heldout`), whom the knowledge probe asks instead."""
+    kept = split_heldout(split_lines(read_text(path)))[0]
+    return NameDataset(corpus, "".join(ln + "\n" for ln in kept), source=path)
+
+
+def knowledge_probe(corpus: CharCorruptionDataset, pairs_path: str | Path, every: int, *,
+                    ask: bool = False) -> ProbeSchedule | None:
     """The knowledge probe every `every` epochs (None for 0) on the held-out people of `pairs_path`
-    (its last lines: settings are chosen on them, never on dev)."""
+    (its last lines: settings are chosen on them, never on dev); with `ask` (pairs mixed into
+    pretraining), it also asks them `Where was NAME born?`."""
     if not every:
         return None
     heldout = split_heldout(read_questions(pairs_path, require_answers=True))[1]
-    return ProbeSchedule(every, probe_items(heldout, "\n".join(corpus.data), max_prefix=corpus.max_len))
+    return ProbeSchedule(every, probe_items(heldout, "\n".join(corpus.data), max_prefix=corpus.max_len),
+                         heldout if ask else [])
 
 
 def load_model(params_path: str | Path, spec: ModelSpec, corpus: CharCorruptionDataset,
@@ -140,10 +151,14 @@ def run_training(model: GPT, dataset: TrainingData, tconf: TrainConfig, corpus: 
         if probe is not None and is_main_process() and (st.epoch % probe.every == 0
                                                         or st.epoch == tconf.max_epochs):
             known = run_probe(model, corpus.vocab, probe.items)
-            st.probes.append({"epoch": st.epoch, "step": st.step, "seconds": round(st.seconds, 1),
-                              "known": known})
+            result = {"epoch": st.epoch, "step": st.step, "seconds": round(st.seconds, 1), "known": known}
+            if probe.questions:
+                result["answered"] = run_qa_probe(model, corpus.vocab, probe.questions)
+            st.probes.append(result)
             if writer is not None:
                 writer.add_scalar("probe/known", known, st.step)
+                if "answered" in result:
+                    writer.add_scalar("probe/answered", result["answered"], st.step)
         if save_every and st.epoch % save_every == 0 and st.epoch < tconf.max_epochs:
             save(st)
 
@@ -184,8 +199,8 @@ def pretrain(corpus_path, spec: ModelSpec, tconf: TrainConfig, writing_params_pa
     `probe_every`, the held-out people of `probe_path` (its last lines) are probed as it goes."""
     corpus = corpus if corpus is not None else load_corpus(corpus_path)  # the Trainer seeds its draws
     model = starting_model(spec, corpus, corpus_path, tconf.seed, reading_params_path)
-    data = corpus if pairs_path is None else MixedDataset(corpus, load_pairs(corpus, pairs_path))
-    probe = knowledge_probe(corpus, probe_path, probe_every)
+    data = corpus if pairs_path is None else MixedDataset(corpus, mixed_pairs(corpus, pairs_path))
+    probe = knowledge_probe(corpus, probe_path, probe_every, ask=pairs_path is not None)
     return run_training(model, data, tconf, corpus, writing_params_path, stage="pretrain",
                         device=device, writer=writer, progress=progress, save_every=save_every,
                         checkpoint_every=checkpoint_every, resume=resume, probe=probe)
