@@ -5,7 +5,8 @@ point per recipe, read from the stages.json records that `factgpt reproduce` wri
         quick=docs/results/quick fast=docs/results/fast mixed=docs/results/mixed
 
 A row's dev point sits at its pretraining + finetuning + evaluation seconds; the probe curve at the
-pretraining seconds when each probe ran. Every figure comes from the records, none is typed in.
+pretraining seconds when each probe ran (dashed: held-out people asked the question itself, where
+the pairs were mixed into pretraining). Every figure comes from the records, none is typed in.
 """
 
 from __future__ import annotations
@@ -46,8 +47,13 @@ def main() -> None:
         for r in rows(Path(folder)):
             name = f"{label}: {r['tag']}"
             if r["probes"]:
-                ax_probe.plot([p["seconds"] / 60 for p in r["probes"]], [100 * p["known"] for p in r["probes"]],
-                              marker="o", markersize=3, label=name)
+                line, = ax_probe.plot([p["seconds"] / 60 for p in r["probes"]],
+                                      [100 * p["known"] for p in r["probes"]], marker="o", markersize=3, label=name)
+                asked = [p for p in r["probes"] if "answered" in p]  # pairs mixed in: the question itself
+                if asked:
+                    ax_probe.plot([p["seconds"] / 60 for p in asked], [100 * p["answered"] for p in asked],
+                                  marker="s", markersize=3, linestyle="--", color=line.get_color(),
+                                  label=f"{name}, question answered")
             if r["dev"] is not None:
                 ax_dev.scatter([r["minutes"]], [r["dev"]], label=name, zorder=3)
                 print(f"{name}: dev {r['dev']:.1f}% after {r['minutes']:.1f} min end to end"
