@@ -650,7 +650,8 @@ def recipe_differences(recipe: Recipe, full: Recipe) -> str:
         ("shortest truncation", c.min_truncation, ref.min_truncation),
         ("mask fraction", c.mask_fraction, ref.mask_fraction)) if mine != theirs]
     diffs += ["a new example order every epoch"] if recipe.shuffle else []
-    diffs += ["the finetuning pairs mixed into pretraining"] if recipe.mix_pairs else []
+    diffs += (["the finetuning pairs mixed into pretraining, all but the probe's held-out people"]
+              if recipe.mix_pairs else [])
     return f" Pretraining unlike the reference: {'; '.join(diffs)}." if diffs else ""
 
 
