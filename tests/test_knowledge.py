@@ -19,6 +19,12 @@ from factgpt.train import Trainer
 from conftest import PEOPLE, tiny_corpus, tiny_tsv
 
 
+def _tiny_gpt(vocab_size: int) -> GPT:
+    """A model small enough to memorise the tiny world in seconds (no dropout)."""
+    return GPT(GPTConfig(vocab_size=vocab_size, n_layer=2, n_head=2, n_embd=64,
+                         embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0))
+
+
 def _spans(corruption: Corruption, draws: int = 2000):
     ds = CharCorruptionDataset(tiny_corpus(), 128, corruption=corruption)
     idx = torch.zeros(draws, dtype=torch.long)  # document 0
@@ -68,8 +74,7 @@ def test_qa_probe_counts_correct_answers():
     text = tiny_corpus()
     corpus = CharCorruptionDataset(text, 128)
     names = NameDataset(corpus, tiny_tsv())
-    model = GPT(GPTConfig(vocab_size=corpus.vocab_size, n_layer=2, n_head=2, n_embd=64,
-                          embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0))
+    model = _tiny_gpt(corpus.vocab_size)
     questions = [Question(f"Where was {n} born?", p, i + 1) for i, (n, p) in enumerate(PEOPLE)]
     assert run_qa_probe(model, corpus.vocab, questions) < 0.5
     tc = TrainConfig(max_epochs=200, batch_size=8, learning_rate=3e-3, final_tokens=10**9, weight_decay=0.0,
@@ -100,8 +105,7 @@ def test_probe_is_zero_before_training_and_finds_memorised_places():
     text = tiny_corpus()
     corpus = CharCorruptionDataset(text, 128, corruption=Corruption(min_truncation=112, mask_fraction=0.02))
     items = probe_items([Question(f"Where was {n} born?", p, 1) for n, p in PEOPLE], text, max_prefix=112)
-    model = GPT(GPTConfig(vocab_size=corpus.vocab_size, n_layer=2, n_head=2, n_embd=64,
-                          embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0))
+    model = _tiny_gpt(corpus.vocab_size)
     assert run_probe(model, corpus.vocab, items) < 0.5
     tc = TrainConfig(max_epochs=150, batch_size=9, learning_rate=3e-3, final_tokens=10**9, weight_decay=0.0,
                      precision="fp32")

@@ -78,7 +78,8 @@ BUDGETS = {
     "fast300": _FAST300,
     # `fast300` with the finetuning pairs mixed into pretraining (all but the probe's 200 held-out
     # people, whom the probe asks the question instead), one cosine over 200 epochs (an epoch shows
-    # 1,800 pairs beside the 2,938 documents)
+    # 1,800 pairs beside the 2,938 documents); measured: dev 1.8%, the facts never stored in 200
+    # epochs (docs/results.md)
     "mixed": replace(_FAST300, name="mixed", pretrain_epochs=200, pretrain_final_epochs=200, mix_pairs=True,
                      probe_every=20),
     # seconds: checks that every stage and every report file works
