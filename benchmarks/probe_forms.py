@@ -32,8 +32,9 @@ MAX_PREFIX = 112  # the longest truncated document pretraining shows
 
 
 def continuations(model: GPT, vocab, prompts: list[str], steps: int) -> list[str]:
-    outs = generate_batched(model, [vocab.encode(p) for p in prompts], steps, stop_id=None)
-    return [vocab.decode(o[len(vocab.encode(p)):]) for o, p in zip(outs, prompts)]
+    encoded = [vocab.encode(p) for p in prompts]
+    outs = generate_batched(model, encoded, steps, stop_id=None)
+    return [vocab.decode(o[len(e):]) for o, e in zip(outs, encoded)]
 
 
 def main() -> None:
