@@ -4,14 +4,17 @@ last 200 (the people the knowledge probe measures), once per finetuning dropout.
     python benchmarks/heldout_finetune.py --data-dir ../shared/data \
         --params fast300/vanilla_pretrain_seed0.pretrain.safetensors
 
-The finetuning is the reference's (10 epochs, lr 6e-4, batch 256); only the dropout of the loaded
-model changes between runs, which tells whether finetuning's dropout decides extraction.
+The finetuning is the reference's (10 epochs, lr 6e-4, batch 256) unless --lrs or --epochs say
+otherwise; every combination of dropout, learning rate and epochs runs once, which tells whether
+the finetuning's settings decide extraction.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -31,6 +34,8 @@ def main() -> None:
     ap.add_argument("--data-dir", default="data")
     ap.add_argument("--params", required=True, help="a pretrained vanilla checkpoint")
     ap.add_argument("--dropouts", type=float, nargs="+", default=[0.0, 0.1])
+    ap.add_argument("--lrs", type=float, nargs="+", default=[REFERENCE.finetune_lr])
+    ap.add_argument("--epochs", type=int, nargs="+", default=[REFERENCE.finetune_epochs])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -40,17 +45,19 @@ def main() -> None:
     train_path = d / "birth_places_train.tsv"
     train, heldout = split_heldout(read_questions(train_path, require_answers=True))
     pairs = NameDataset(corpus, "".join(f"{q.question}\t{q.answer}\n" for q in train), source=train_path)
-    for p in args.dropouts:
+    for p, lr, epochs in itertools.product(args.dropouts, args.lrs, args.epochs):
         torch.manual_seed(args.seed)
         model = load_checkpoint(args.params).build_model()
         for m in model.modules():
             if isinstance(m, Dropout):
                 m.p = p
         t0 = time.perf_counter()
-        st = Trainer(model, pairs, REFERENCE.finetune_config(len(corpus), True, args.seed), progress=False).train()
+        recipe = replace(REFERENCE, finetune_lr=lr, finetune_epochs=epochs)
+        st = Trainer(model, pairs, recipe.finetune_config(len(corpus), True, args.seed), progress=False).train()
         model.eval()
         s = score(heldout, predict(model, heldout, corpus.vocab))
-        print(f"finetuning dropout {p:g}: held-out QA {s.correct}/{s.total} ({100 * s.correct / s.total:.1f}%), "
+        print(f"finetuning dropout {p:g}, lr {lr:g}, {epochs} epochs: "
+              f"held-out QA {s.correct}/{s.total} ({100 * s.correct / s.total:.1f}%), "
               f"finetuned on {len(train)} lines, last loss {st.losses[-1]:.3f}, {time.perf_counter() - t0:.0f} s")
 
 
