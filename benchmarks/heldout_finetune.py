@@ -1,5 +1,5 @@
 """Held-out QA of a pretrained checkpoint (never dev): finetune on the first training lines, score the
-last 200 (the people the knowledge probe measures), once per finetuning dropout.
+last 200 (the people the knowledge probe measures), once per finetuning setting.
 
     python benchmarks/heldout_finetune.py --data-dir ../shared/data \
         --params fast300/vanilla_pretrain_seed0.pretrain.safetensors
