@@ -132,6 +132,8 @@ def test_new_budgets_smoke(budget, tiny_files, tmp_path):
     n_docs = len(tiny_corpus().split("\n"))
     # 6 training pairs, of which the last is held out for the probe and never mixed in
     assert rec["examples"] == 2 * (n_docs + (5 if mixed else 0))
+    # the cosine ends with the run, the mixed-in pairs counted: its floor comes after both epochs
+    assert rec["train"]["final_tokens"] == 2 * (n_docs + (5 if mixed else 0)) * 128
     report = write_report(tmp_path, summarize(results), run.records, title="t",
                           budget_note=budget_note(recipe, 1, 2), published=None).read_text()
     assert "## When the facts arrive" in report and (tmp_path / "knowledge.png").is_file()

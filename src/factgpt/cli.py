@@ -238,11 +238,13 @@ def recipe_of(args) -> Recipe:
     return replace(REFERENCE, **{k: v for k, v in given.items() if v is not None})
 
 
-def train_config_of(args, recipe: Recipe, n_pretrain_docs: int, world: int = 1) -> TrainConfig:
+def train_config_of(args, recipe: Recipe, n_pretrain_docs: int, world: int = 1,
+                    n_mixed_pairs: int = 0) -> TrainConfig:
     """The recipe's TrainConfig for the command's stage, with the run's own flags: --engine,
     --compile, --shuffle (torchrun always shuffles) and --final_tokens."""
     if args.command == "pretrain":
-        tconf = recipe.pretrain_config(n_pretrain_docs, args.seed, perceiver=args.variant == "perceiver")
+        tconf = recipe.pretrain_config(n_pretrain_docs, args.seed, perceiver=args.variant == "perceiver",
+                                       n_mixed_pairs=n_mixed_pairs)
     else:
         tconf = recipe.finetune_config(n_pretrain_docs, args.reading_params_path is not None, args.seed)
     run = dict(engine=args.engine, compile=args.compile, shuffle=tconf.shuffle or args.shuffle or world > 1)
@@ -291,7 +293,8 @@ def _pretrain(args) -> int:
     if r.mix_pairs or r.probe_every:
         _require(args, "finetune_corpus_path")
     corpus = stages.load_corpus(args.pretrain_corpus_path, corruption=r.corruption)
-    tconf = train_config_of(args, r, len(corpus), rt.world)
+    n_mixed = len(stages.mixed_pairs(corpus, args.finetune_corpus_path)) if r.mix_pairs else 0
+    tconf = train_config_of(args, r, len(corpus), rt.world, n_mixed_pairs=n_mixed)
     out = stages.pretrain(args.pretrain_corpus_path, rt.spec, tconf, args.writing_params_path,
                           device=rt.device, writer=_writer(args, r, "pretrain"), progress=rt.progress,
                           reading_params_path=args.reading_params_path, save_every=args.save_every,

@@ -162,11 +162,16 @@ class Recipe:
     def pretrain_epochs_of(self, perceiver: bool) -> int:
         return self.perceiver_pretrain_epochs if perceiver and self.perceiver_pretrain_epochs else self.pretrain_epochs
 
-    def pretrain_config(self, n_pretrain_docs: int, seed: int, perceiver: bool = False) -> TrainConfig:
-        """Pretraining on a corpus of `n_pretrain_docs` documents. The cosine reaches its floor after
-        `pretrain_final_epochs` epochs' tokens, scaled with a shorter perceiver pretraining."""
+    def pretrain_config(self, n_pretrain_docs: int, seed: int, perceiver: bool = False,
+                        n_mixed_pairs: int = 0) -> TrainConfig:
+        """Pretraining on a corpus of `n_pretrain_docs` documents, with `n_mixed_pairs` finetuning
+        pairs mixed into every epoch (`mix_pairs`). The cosine reaches its floor after
+        `pretrain_final_epochs` epochs' tokens, pairs included (counting documents alone would end
+        a mixed run's cosine early, and the reference's cosine then rises again), scaled with a
+        shorter perceiver pretraining."""
         epochs = self.pretrain_epochs_of(perceiver)
-        final = int(self.pretrain_final_epochs * epochs / self.pretrain_epochs * n_pretrain_docs * BLOCK_SIZE)
+        per_epoch = n_pretrain_docs + n_mixed_pairs  # examples an epoch shows
+        final = int(self.pretrain_final_epochs * epochs / self.pretrain_epochs * per_epoch * BLOCK_SIZE)
         return TrainConfig(max_epochs=epochs, batch_size=self.pretrain_batch, learning_rate=self.pretrain_lr,
                            final_tokens=final, seed=seed, precision=self.precision,
                            weight_decay=self.weight_decay, shuffle=self.shuffle)

@@ -78,8 +78,8 @@ BUDGETS = {
     "fast300": _FAST300,
     # `fast300` with the finetuning pairs mixed into pretraining (all but the probe's 200 held-out
     # people, whom the probe asks the question instead), one cosine over 200 epochs (an epoch shows
-    # 1,800 pairs beside the 2,938 documents); measured: dev 1.8%, the facts never stored in 200
-    # epochs (docs/results.md)
+    # 1,800 pairs beside the 2,938 documents); measured before the schedule counted the pairs (its
+    # cosine then ended at epoch 124 and rose again): dev 1.8%, the facts never stored (docs/results.md)
     "mixed": replace(_FAST300, name="mixed", pretrain_epochs=200, pretrain_final_epochs=200, mix_pairs=True,
                      probe_every=20),
     # seconds: checks that every stage and every report file works
@@ -179,6 +179,7 @@ class Stage:
     tag: str  # the row and seed ("vanilla_pretrain_seed0"): names the stage's outputs
     n_docs: int  # documents in the pretraining corpus (they set final_tokens)
     vocab_size: int
+    n_mixed_pairs: int = 0  # finetuning pairs mixed into every pretraining epoch (they count in final_tokens)
     pretrained: bool = False  # the row pretrains: its finetuning starts from the pretraining checkpoint
 
     @property
@@ -211,7 +212,7 @@ class Stage:
 
     def train_config(self) -> TrainConfig:
         if self.command == "pretrain":
-            return self.recipe.pretrain_config(self.n_docs, self.seed, self.perceiver)
+            return self.recipe.pretrain_config(self.n_docs, self.seed, self.perceiver, self.n_mixed_pairs)
         return self.recipe.finetune_config(self.n_docs, self.pretrained, self.seed)
 
     def _values(self) -> dict[str, object]:
@@ -260,12 +261,13 @@ class Stage:
         return args
 
 
-def row_stages(key: str, seed: int, recipe: Recipe, files: Files, n_docs: int, vocab_size: int) -> list[Stage]:
+def row_stages(key: str, seed: int, recipe: Recipe, files: Files, n_docs: int, vocab_size: int,
+               n_mixed_pairs: int = 0) -> list[Stage]:
     """A trained row's stages: pretrain (rows `*_pretrain`), finetune, evaluate."""
     pretrained = key.endswith("_pretrain")
     common = dict(variant="perceiver" if key.startswith("perceiver") else "vanilla", recipe=recipe, seed=seed,
                   files=files, tag=f"{key}_seed{seed}", n_docs=n_docs, vocab_size=vocab_size,
-                  pretrained=pretrained)
+                  pretrained=pretrained, n_mixed_pairs=n_mixed_pairs)
     commands = ("pretrain", "finetune", "evaluate") if pretrained else ("finetune", "evaluate")
     return [Stage(command, **common) for command in commands]
 
@@ -317,6 +319,7 @@ class TableRun:
         self.records: dict = json.loads(self.records_path.read_text()) if self.records_path.exists() else {}
         self.corpus = load_corpus(files.corpus, corruption=recipe.corruption)
         self.names = load_pairs(self.corpus, files.train)
+        self.n_mixed_pairs = len(mixed_pairs(self.corpus, files.train)) if recipe.mix_pairs else 0
         self.questions = read_questions(files.eval)
         self.probe: ProbeSchedule | None = knowledge_probe(self.corpus, files.train, recipe.probe_every,
                                                             ask=recipe.mix_pairs)
@@ -330,7 +333,8 @@ class TableRun:
         return f"{self.prefix} {shlex.join(stage.argv())}"
 
     def stages(self, key: str, seed: int) -> list[Stage]:
-        return row_stages(key, seed, self.recipe, self.files, len(self.corpus), self.corpus.vocab_size)
+        return row_stages(key, seed, self.recipe, self.files, len(self.corpus), self.corpus.vocab_size,
+                          self.n_mixed_pairs)
 
     def _train(self, stage: Stage) -> None:
         """Pretrain or finetune, unless a finished run of the same recipe is recorded here."""
