@@ -110,10 +110,11 @@ def test_each_stage_command_line_parses_back_into_its_configs(recipe, tmp_path):
     TrainConfig and GPTConfig exactly."""
     files = Files(tmp_path / "wiki.txt", tmp_path / "train.tsv", tmp_path / "dev.tsv")
     n_docs, vocab = 2938, 256
+    n_mixed = 1800 if recipe.mix_pairs else 0  # pairs mixed into each pretraining epoch
     parser = build_parser()
     for key in ROWS[1:]:
         for seed in (0, 1):
-            for stage in row_stages(key, seed, recipe, files, n_docs, vocab):
+            for stage in row_stages(key, seed, recipe, files, n_docs, vocab, n_mixed):
                 args = parser.parse_args(stage.argv())
                 assert (args.command, args.variant, args.pretrain_corpus_path) == (
                     stage.command, stage.variant, str(files.corpus))
@@ -124,7 +125,8 @@ def test_each_stage_command_line_parses_back_into_its_configs(recipe, tmp_path):
                     assert args.bottleneck_dim == stage.model_config().bottleneck_dim
                     continue
                 assert args.writing_params_path == stage.writes
-                assert train_config_of(args, cli_recipe, n_docs) == stage.train_config(), stage.key
+                assert train_config_of(args, cli_recipe, n_docs, n_mixed_pairs=n_mixed) == stage.train_config(), \
+                    stage.key
                 assert cli_recipe.model_config(vocab, stage.perceiver) == stage.model_config(), stage.key
                 if stage.command == "pretrain":
                     assert cli_recipe.corruption == recipe.corruption
