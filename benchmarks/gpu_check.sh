@@ -9,7 +9,12 @@
 #          processes at once (a 3.3M-parameter model leaves the GPU mostly idle between kernel
 #          launches), each in its own folder under $RUNS; full.tgz holds their records, predictions
 #          and logs (no checkpoints), from which `factgpt reproduce` rebuilds the report; the first
-#          seed's two pretrained models come back beside it.
+#          seed's two pretrained models come back beside it, and each pretrained model's held-out
+#          QA (benchmarks/heldout_finetune.py) ends its log.
+#   heldout  issue 14's recipe candidates (benchmarks/heldout_recipes.txt, or $RECIPES), each a
+#          process of its own beside the table: pretraining with the knowledge probe on the 200
+#          held-out training people, then held-out QA after finetuning on the other 1,800 (never
+#          dev); their logs and probe curves go into heldout.tgz, the models named in $KEEP come back.
 # Usage, from the repository root on the GPU machine, with a copy of ../shared:
 #   FACTGPT_SHARED=path/to/shared OUT=out_dir bash benchmarks/gpu_check.sh [SECONDS] [STEPS...]
 # SECONDS bounds the whole script (540); the table's processes are stopped in time to pack what
@@ -24,6 +29,10 @@ RUNS=${RUNS:-runs/gpu}
 DEVICE=${DEVICE:-cuda}  # cpu and BUDGET=smoke try the script out on a machine without a GPU
 BUDGET=${BUDGET:-full}
 SEEDS=${SEEDS:-0}  # "0 1": each row's seeds as processes of their own, side by side
+# the table's processes, ';' between them
+ROW_GROUPS=${ROW_GROUPS:-baseline vanilla_nopretrain;vanilla_pretrain;perceiver_pretrain}
+RECIPES=${RECIPES:-benchmarks/heldout_recipes.txt}
+KEEP=${KEEP:-}  # recipe names whose pretrained models come back
 mkdir -p "$OUT" "$RUNS"
 export PYTHONUNBUFFERED=1 FACTGPT_SHARED="$SHARED"
 # The machine's own torch (a CUDA build) is used as it is: factgpt goes on the path, not through pip.
@@ -49,14 +58,41 @@ if has table; then
     common=(--data-dir "$SHARED/data" --budget "$BUDGET" --probe_every 25 --device "$DEVICE" --group_tokens 16384
             --threads 2 --quiet)
     t=$(left 20)
-    for rows in "baseline vanilla_nopretrain" vanilla_pretrain perceiver_pretrain; do
+    IFS=';' read -r -a groups <<< "$ROW_GROUPS"
+    for rows in "${groups[@]}"; do
         for seed in $SEEDS; do
             name=${rows##* }_seed$seed
             # shellcheck disable=SC2086  # $rows is several words on purpose
-            timeout "$t" $py -m factgpt reproduce "${common[@]}" --rows $rows --first_seed "$seed" \
-                --out "$RUNS/$name" >> "$RUNS/$name.log" 2>&1 &
+            { timeout "$t" $py -m factgpt reproduce "${common[@]}" --rows $rows --first_seed "$seed" \
+                  --out "$RUNS/$name"
+              for f in "$RUNS/$name"/*.pretrain.safetensors; do
+                  [ -f "$f" ] && timeout "$(left 10)" $py benchmarks/heldout_finetune.py --data-dir "$SHARED/data" \
+                      --params "$f" --dropouts 0.1 --device "$DEVICE"
+              done
+            } >> "$RUNS/$name.log" 2>&1 &
         done
     done
+fi
+
+if has heldout; then
+    mkdir -p "$RUNS/heldout"
+    t=$(left 30)
+    while read -r name variant ft_dropout flags; do
+        [[ -z "$name" || "$name" == \#* ]] && continue
+        ckpt=$RUNS/heldout/$name.safetensors
+        # shellcheck disable=SC2086  # $flags is several words on purpose
+        { echo "recipe $name: $variant $flags"
+          timeout "$t" $py -m factgpt pretrain "$variant" "$SHARED/data/wiki.txt" --writing_params_path "$ckpt" \
+              --finetune_corpus_path "$SHARED/data/birth_places_train.tsv" --probe_every 25 --device "$DEVICE" \
+              --group_tokens 16384 --threads 1 --no_tensorboard --quiet $flags
+          echo "pretraining exit $?"
+          for f in "$ckpt" "$ckpt.resume"; do  # the curve, also of a run stopped in time
+              [ -f "$f" ] && $py benchmarks/probe_curve.py "$f" && break
+          done
+          [ -f "$ckpt" ] && timeout "$(left 10)" $py benchmarks/heldout_finetune.py --data-dir "$SHARED/data" \
+              --params "$ckpt" --dropouts "$ft_dropout" --device "$DEVICE"
+        } > "$RUNS/heldout/$name.log" 2>&1 &
+    done < "$RECIPES"
 fi
 
 if has tests; then  # beside the table: they check results, their timings are not reported
@@ -65,12 +101,18 @@ if has tests; then  # beside the table: they check results, their timings are no
     echo "tests/test_cuda.py exit $?" >> "$OUT/env.txt"
 fi
 
+wait  # the table's and the recipes' processes
+if has heldout; then
+    tar czf "$OUT/heldout.tgz" --exclude='*.resume' --exclude='*.safetensors' "$RUNS/heldout"
+    for name in $KEEP; do
+        [ -f "$RUNS/heldout/$name.safetensors" ] && cp "$RUNS/heldout/$name.safetensors" "$OUT/"
+    done
+fi
 if has table; then
-    wait
     for log in "$RUNS"/*.log; do
         echo "$log: $(tail -n 1 "$log")" >> "$OUT/env.txt"
     done
-    tar czf "$OUT/full.tgz" --exclude='*.safetensors' --exclude='*.resume' "$RUNS"
+    tar czf "$OUT/full.tgz" --exclude="*.safetensors" --exclude="*.resume" --exclude=heldout "$RUNS"
     # the pretrained models of the first seed (13 MB each), for held-out analyses on a CPU
     for f in "$RUNS"/*_pretrain_seed${SEEDS%% *}/*_seed${SEEDS%% *}.pretrain.safetensors; do
         [ -f "$f" ] && cp "$f" "$OUT/"

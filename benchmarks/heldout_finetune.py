@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--lrs", type=float, nargs="+", default=[REFERENCE.finetune_lr])
     ap.add_argument("--epochs", type=int, nargs="+", default=[REFERENCE.finetune_epochs])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -53,7 +54,8 @@ def main() -> None:
                 m.p = p
         t0 = time.perf_counter()
         recipe = replace(REFERENCE, finetune_lr=lr, finetune_epochs=epochs)
-        st = Trainer(model, pairs, recipe.finetune_config(len(corpus), True, args.seed), progress=False).train()
+        st = Trainer(model, pairs, recipe.finetune_config(len(corpus), True, args.seed),
+                     device=args.device, progress=False).train()
         model.eval()
         s = score(heldout, predict(model, heldout, corpus.vocab))
         print(f"finetuning dropout {p:g}, lr {lr:g}, {epochs} epochs: "
