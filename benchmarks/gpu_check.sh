@@ -32,6 +32,7 @@ SEEDS=${SEEDS:-0}  # "0 1": each row's seeds as processes of their own, side by 
 # the table's processes, ';' between them
 ROW_GROUPS=${ROW_GROUPS:-baseline vanilla_nopretrain;vanilla_pretrain;perceiver_pretrain}
 RECIPES=${RECIPES:-benchmarks/heldout_recipes.txt}
+NAMES=${NAMES:-}  # the recipes to run (default: every one in $RECIPES)
 KEEP=${KEEP:-}  # recipe names whose pretrained models come back
 mkdir -p "$OUT" "$RUNS"
 export PYTHONUNBUFFERED=1 FACTGPT_SHARED="$SHARED"
@@ -79,6 +80,7 @@ if has heldout; then
     t=$(left 30)
     while read -r name variant ft_dropout flags; do
         [[ -z "$name" || "$name" == \#* ]] && continue
+        [[ -n "$NAMES" && " $NAMES " != *" $name "* ]] && continue
         ckpt=$RUNS/heldout/$name.safetensors
         # shellcheck disable=SC2086  # $flags is several words on purpose
         { echo "recipe $name: $variant $flags"
