@@ -15,6 +15,9 @@
 #          process of its own beside the table: pretraining with the knowledge probe on the 200
 #          held-out training people, then held-out QA after finetuning on the other 1,800 (never
 #          dev); their logs and probe curves go into heldout.tgz, the models named in $KEEP come back.
+# Size the processes to the GPU (measured on an H200, docs/results/gpu_recipes): up to three at once
+# each pretrain at nearly their speed alone (0.58 s a vanilla epoch alone, 0.60-0.70 with three);
+# nine at once took 1.85 s an epoch each, so the GPU is then the limit and nothing is gained.
 # Usage, from the repository root on the GPU machine, with a copy of ../shared:
 #   FACTGPT_SHARED=path/to/shared OUT=out_dir bash benchmarks/gpu_check.sh [SECONDS] [STEPS...]
 # SECONDS bounds the whole script (540); the table's processes are stopped in time to pack what
