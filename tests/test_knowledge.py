@@ -1,5 +1,5 @@
 """Knowledge fast: the corruption's parameters, mixed pairs, the held-out split and the probe, and a
-smoke run of the `fast` and `mixed` budgets."""
+smoke run of the `fast`, `fast430` and `mixed` budgets."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from dataclasses import replace
 import pytest
 import torch
 
+from factgpt.checkpoint import load_checkpoint
+from factgpt.cli import main
 from factgpt.config import GPTConfig, TrainConfig
 from factgpt.data import CharCorruptionDataset, Corruption, MixedDataset, NameDataset, Question, read_questions
 from factgpt.model import GPT
@@ -16,7 +18,7 @@ from factgpt.reproduce import BUDGETS, Files, TableRun, budget_note, summarize, 
 from factgpt.stages import knowledge_probe, mixed_pairs
 from factgpt.train import Trainer
 
-from conftest import PEOPLE, tiny_corpus, tiny_tsv
+from conftest import PEOPLE, TINY, tiny_corpus, tiny_tsv
 
 
 def _tiny_gpt(vocab_size: int) -> GPT:
@@ -114,7 +116,7 @@ def test_probe_is_zero_before_training_and_finds_memorised_places():
     assert run_probe(model, corpus.vocab, items) == 1.0
 
 
-@pytest.mark.parametrize("budget", ["fast", "mixed"])
+@pytest.mark.parametrize("budget", ["fast", "fast430", "mixed"])
 def test_new_budgets_smoke(budget, tiny_files, tmp_path):
     recipe = replace(BUDGETS[budget], n_layer=1, n_head=2, n_embd=16, pretrain_epochs=2, pretrain_final_epochs=2,
                      finetune_epochs=1, probe_every=1)
@@ -126,8 +128,9 @@ def test_new_budgets_smoke(budget, tiny_files, tmp_path):
     assert [p["epoch"] for p in rec["probes"]] == [1, 2]
     mixed = budget == "mixed"
     assert all(("answered" in p) == mixed for p in rec["probes"])  # the question is asked where it was learnt
-    assert rec["corruption"]["min_truncation"] == (4 if mixed else 64)
-    assert rec["train"]["weight_decay"] == (0.1 if mixed else 0.0)
+    assert rec["corruption"]["min_truncation"] == {"fast": 64}.get(budget, 4)
+    assert rec["train"]["weight_decay"] == {"fast": 0.0}.get(budget, 0.1)
+    assert rec["train"]["shuffle"]  # a new example order every epoch, in every one of these budgets
     assert ("--mix_pairs" in rec["command"]) == mixed
     n_docs = len(tiny_corpus().split("\n"))
     # 6 training pairs, of which the last is held out for the probe and never mixed in
@@ -138,5 +141,19 @@ def test_new_budgets_smoke(budget, tiny_files, tmp_path):
                           budget_note=budget_note(recipe, 1, 2), published=None).read_text()
     assert "## When the facts arrive" in report and (tmp_path / "knowledge.png").is_file()
     assert ("| answered |" in report) == mixed
-    assert "dropout 0 (reference 0.1)" in report
-    assert ("shortest truncation 64 (reference 4)" in report) == (not mixed)
+    assert ("dropout 0 (reference 0.1)" in report) == (budget != "fast430")
+    assert ("shortest truncation 64 (reference 4)" in report) == (budget == "fast")
+
+
+def test_pretrain_command_mixes_the_pairs_in_once(tiny_files, tmp_path):
+    """`factgpt pretrain --mix_pairs`: every epoch shows the documents and the pairs but the held-out
+    people's, whom the probe asks the question instead."""
+    out = tmp_path / "mixed.safetensors"
+    assert main(["pretrain", "vanilla", str(tiny_files["corpus"]), "--writing_params_path", str(out),
+                 "--finetune_corpus_path", str(tiny_files["train"]), "--mix_pairs", "--probe_every", "1",
+                 "--max_epochs", "2", "--threads", "1", *TINY]) == 0
+    progress = load_checkpoint(out).progress
+    assert [p["epoch"] for p in progress["probes"]] == [1, 2]
+    assert all("answered" in p for p in progress["probes"])
+    n_docs = len(tiny_corpus().split("\n"))
+    assert progress["tokens"] == 2 * (n_docs + 5) * 128  # 6 training pairs, the last held out

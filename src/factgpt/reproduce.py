@@ -27,7 +27,7 @@ import torch
 from factgpt.atomic import atomic_write_text
 from factgpt.checkpoint import load_checkpoint, resume_path_for
 from factgpt.config import REFERENCE, Corruption, GPTConfig, Recipe, TrainConfig, json_roundtrip
-from factgpt.data import MixedDataset, read_questions
+from factgpt.data import MixedDataset, NameDataset, read_questions
 from factgpt.errors import FactgptError
 from factgpt.evaluate import most_frequent_answer, predict, score
 from factgpt.probe import ProbeSchedule
@@ -328,7 +328,9 @@ class TableRun:
         self.records: dict = json.loads(self.records_path.read_text()) if self.records_path.exists() else {}
         self.corpus = load_corpus(files.corpus, corruption=recipe.corruption)
         self.names = load_pairs(self.corpus, files.train)
-        self.n_mixed_pairs = len(mixed_pairs(self.corpus, files.train)) if recipe.mix_pairs else 0
+        # the pairs mixed into pretraining (`mixed`), built once: they are counted for the schedule too
+        self.mixed: NameDataset | None = mixed_pairs(self.corpus, files.train) if recipe.mix_pairs else None
+        self.n_mixed_pairs = len(self.mixed) if self.mixed is not None else 0
         self.questions = read_questions(files.eval)
         self.probe: ProbeSchedule | None = knowledge_probe(self.corpus, files.train, recipe.probe_every,
                                                             ask=recipe.mix_pairs)
@@ -360,8 +362,7 @@ class TableRun:
             self.say(f"{key}: done earlier, skipped")
             return
         if stage.command == "pretrain":
-            data = MixedDataset(self.corpus, mixed_pairs(self.corpus, self.files.train)) if stage.recipe.mix_pairs \
-                else self.corpus
+            data = MixedDataset(self.corpus, self.mixed) if self.mixed is not None else self.corpus
             probe = self.probe
         else:
             data, probe = self.names, None

@@ -193,14 +193,15 @@ def run_training(model: GPT, dataset: TrainingData, tconf: TrainConfig, corpus: 
 def pretrain(corpus_path, spec: ModelSpec, tconf: TrainConfig, writing_params_path, *,
              device, writer=None, progress=True, reading_params_path=None,
              save_every: int = 0, checkpoint_every: int = 0, resume: bool = False,
-             corpus: CharCorruptionDataset | None = None, pairs_path=None, probe_every: int = 0,
-             probe_path=None) -> TrainOutcome:
-    """Span-corruption pretraining; with `pairs_path`, its question/answer pairs are mixed in; with
-    `probe_every`, the held-out people of `probe_path` (its last lines) are probed as it goes."""
+             corpus: CharCorruptionDataset | None = None, pairs: NameDataset | None = None,
+             probe_every: int = 0, probe_path=None) -> TrainOutcome:
+    """Span-corruption pretraining; with `pairs` (`mixed_pairs`, built once by the caller, who also
+    counts them for the schedule), those question/answer pairs are mixed in; with `probe_every`, the
+    held-out people of `probe_path` (its last lines) are probed as it goes."""
     corpus = corpus if corpus is not None else load_corpus(corpus_path)  # the Trainer seeds its draws
     model = starting_model(spec, corpus, corpus_path, tconf.seed, reading_params_path)
-    data = corpus if pairs_path is None else MixedDataset(corpus, mixed_pairs(corpus, pairs_path))
-    probe = knowledge_probe(corpus, probe_path, probe_every, ask=pairs_path is not None)
+    data = corpus if pairs is None else MixedDataset(corpus, pairs)
+    probe = knowledge_probe(corpus, probe_path, probe_every, ask=pairs is not None)
     return run_training(model, data, tconf, corpus, writing_params_path, stage="pretrain",
                         device=device, writer=writer, progress=progress, save_every=save_every,
                         checkpoint_every=checkpoint_every, resume=resume, probe=probe)
