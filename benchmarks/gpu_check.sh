@@ -19,7 +19,9 @@
 # each pretrain at nearly their speed alone (0.58 s a vanilla epoch alone, 0.60-0.70 with three);
 # nine at once took 1.85 s an epoch each, so the GPU is then the limit and nothing is gained.
 # Usage, from the repository root on the GPU machine, with a copy of ../shared:
-#   FACTGPT_SHARED=path/to/shared OUT=out_dir bash benchmarks/gpu_check.sh [SECONDS] [STEPS...]
+#   FACTGPT_SHARED=path/to/shared FACTGPT_COMMIT=abc1234 OUT=out_dir bash benchmarks/gpu_check.sh [SECONDS] [STEPS...]
+# FACTGPT_COMMIT names the commit in the records: the lent machine's copy of the tree may carry a
+# stale .git, whose HEAD the records would otherwise name.
 # SECONDS bounds the whole script (540); the table's processes are stopped in time to pack what
 # they made, and running the table step again resumes each stage from its last resume point.
 set -u
@@ -46,7 +48,7 @@ left() { local t=$((DEADLINE - SECONDS - $1)); echo $((t > 10 ? t : 10)); }
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 
 if has env; then
-    { date -u; nvidia-smi; nproc
+    { date -u; echo "commit ${FACTGPT_COMMIT:-not given (FACTGPT_COMMIT)}"; nvidia-smi; nproc
       $py -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
     } > "$OUT/env.txt" 2>&1
 fi
