@@ -10,14 +10,15 @@
 #          launches), each in its own folder under $RUNS; full.tgz holds their records, predictions
 #          and logs (no checkpoints), from which `factgpt reproduce` rebuilds the report; the first
 #          seed's two pretrained models come back beside it, and each pretrained model's held-out
-#          QA (benchmarks/heldout_finetune.py) ends its log.
+#          QA (benchmarks/heldout_finetune.py) goes to ROWS_FOLDER.heldout_qa.txt.
 #   heldout  issue 14's recipe candidates (benchmarks/heldout_recipes.txt, or $RECIPES), each a
 #          process of its own beside the table: pretraining with the knowledge probe on the 200
 #          held-out training people, then held-out QA after finetuning on the other 1,800 (never
 #          dev); their logs and probe curves go into heldout.tgz, the models named in $KEEP come back.
-# Size the processes to the GPU (measured on an H200, docs/results/gpu_recipes): up to three at once
-# each pretrain at nearly their speed alone (0.58 s a vanilla epoch alone, 0.60-0.70 with three);
-# nine at once took 1.85 s an epoch each, so the GPU is then the limit and nothing is gained.
+# Size the processes to the GPU (measured on an H200, docs/benchmarks.md): up to three at once
+# each pretrain at nearly their speed alone (0.58 s a vanilla epoch alone, 0.60 with two, 0.70
+# with three); nine at once took 1.85 s an epoch each: the GPU is then the limit, and all nine
+# together move little more examples a second than three (about 13k against 12.6k).
 # Usage, from the repository root on the GPU machine, with a copy of ../shared:
 #   FACTGPT_SHARED=path/to/shared FACTGPT_COMMIT=abc1234 OUT=out_dir bash benchmarks/gpu_check.sh [SECONDS] [STEPS...]
 # FACTGPT_COMMIT names the commit in the records: the lent machine's copy of the tree may carry a
@@ -39,6 +40,9 @@ ROW_GROUPS=${ROW_GROUPS:-baseline vanilla_nopretrain;vanilla_pretrain;perceiver_
 RECIPES=${RECIPES:-benchmarks/heldout_recipes.txt}
 NAMES=${NAMES:-}  # the recipes to run (default: every one in $RECIPES)
 KEEP=${KEEP:-}  # recipe names whose pretrained models come back
+# seconds kept after each pretraining for its held-out QA (a process start, 10 finetuning epochs and
+# 200 answers on a shared GPU): pretraining stops this long before the deadline
+QA_RESERVE=${QA_RESERVE:-60}
 mkdir -p "$OUT" "$RUNS"
 export PYTHONUNBUFFERED=1 FACTGPT_SHARED="$SHARED"
 # The machine's own torch (a CUDA build) is used as it is: factgpt goes on the path, not through pip.
@@ -63,17 +67,21 @@ if has table; then
     # the same flags as the CPU run of docs/results/full, on the GPU, one group per pretraining batch
     common=(--data-dir "$SHARED/data" --budget "$BUDGET" --probe_every 25 --device "$DEVICE" --group_tokens 16384
             --threads 2 --quiet)
-    t=$(left 20)
+    t=$(left $((20 + QA_RESERVE)))
     IFS=';' read -r -a groups <<< "$ROW_GROUPS"
     for rows in "${groups[@]}"; do
+        read -r -a row_list <<< "$rows"  # trims the spaces around a group
+        [ ${#row_list[@]} -eq 0 ] && continue
         for seed in $SEEDS; do
-            name=${rows##* }_seed$seed
-            # shellcheck disable=SC2086  # $rows is several words on purpose
-            { timeout "$t" $py -m factgpt reproduce "${common[@]}" --rows $rows --first_seed "$seed" \
+            name=${row_list[-1]}_seed$seed
+            { timeout "$t" $py -m factgpt reproduce "${common[@]}" --rows "${row_list[@]}" --first_seed "$seed" \
                   --out "$RUNS/$name"
+              rc=$?
+              # held-out QA of each pretrained model of a finished table, in a file of its own
               for f in "$RUNS/$name"/*.pretrain.safetensors; do
-                  [ -f "$f" ] && timeout "$(left 10)" $py benchmarks/heldout_finetune.py --data-dir "$SHARED/data" \
-                      --params "$f" --dropouts 0.1 --device "$DEVICE"
+                  [ $rc -eq 0 ] && [ -f "$f" ] && timeout "$(left 10)" $py benchmarks/heldout_finetune.py \
+                      --data-dir "$SHARED/data" --params "$f" --dropouts 0.1 --device "$DEVICE" \
+                      >> "$RUNS/$name.heldout_qa.txt" 2>&1
               done
             } >> "$RUNS/$name.log" 2>&1 &
         done
@@ -82,24 +90,29 @@ fi
 
 if has heldout; then
     mkdir -p "$RUNS/heldout"
-    t=$(left 30)
+    t=$(left $((30 + QA_RESERVE)))
+    launched=0
     while read -r name variant ft_dropout flags; do
         [[ -z "$name" || "$name" == \#* ]] && continue
         [[ -n "$NAMES" && " $NAMES " != *" $name "* ]] && continue
+        launched=$((launched + 1))
         ckpt=$RUNS/heldout/$name.safetensors
+        rm -f "$ckpt" "$ckpt.resume"  # what an earlier call on this machine left is not this run's
         # shellcheck disable=SC2086  # $flags is several words on purpose
         { echo "recipe $name: $variant $flags"
           timeout "$t" $py -m factgpt pretrain "$variant" "$SHARED/data/wiki.txt" --writing_params_path "$ckpt" \
               --finetune_corpus_path "$SHARED/data/birth_places_train.tsv" --probe_every 25 --device "$DEVICE" \
               --group_tokens 16384 --threads 1 --no_tensorboard --quiet $flags
-          echo "pretraining exit $?"
+          rc=$?
+          echo "pretraining exit $rc"
           for f in "$ckpt" "$ckpt.resume"; do  # the curve, also of a run stopped in time
-              [ -f "$f" ] && $py benchmarks/probe_curve.py "$f" && break
+              [ -f "$f" ] && timeout 60 $py benchmarks/probe_curve.py "$f" && break
           done
-          [ -f "$ckpt" ] && timeout "$(left 10)" $py benchmarks/heldout_finetune.py --data-dir "$SHARED/data" \
+          [ $rc -eq 0 ] && timeout "$(left 10)" $py benchmarks/heldout_finetune.py --data-dir "$SHARED/data" \
               --params "$ckpt" --dropouts "$ft_dropout" --device "$DEVICE"
         } > "$RUNS/heldout/$name.log" 2>&1 &
     done < "$RECIPES"
+    [ $launched -eq 0 ] && echo "heldout: no recipe of $RECIPES is named in NAMES=$NAMES" >> "$OUT/env.txt"
 fi
 
 if has tests; then  # beside the table: they check results, their timings are not reported

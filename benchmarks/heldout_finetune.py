@@ -54,13 +54,15 @@ def main() -> None:
                 m.p = p
         t0 = time.perf_counter()
         recipe = replace(REFERENCE, finetune_lr=lr, finetune_epochs=epochs)
-        st = Trainer(model, pairs, recipe.finetune_config(len(corpus), True, args.seed),
-                     device=args.device, progress=False).train()
+        trainer = Trainer(model, pairs, recipe.finetune_config(len(corpus), True, args.seed),
+                          device=args.device, progress=False)
+        st = trainer.train()
         model.eval()
         s = score(heldout, predict(model, heldout, corpus.vocab))
         print(f"finetuning dropout {p:g}, lr {lr:g}, {epochs} epochs: "
               f"held-out QA {s.correct}/{s.total} ({100 * s.correct / s.total:.1f}%), "
-              f"finetuned on {len(train)} lines, last loss {st.losses[-1]:.3f}, {time.perf_counter() - t0:.0f} s")
+              f"finetuned on {len(train)} lines ({trainer.precision}, {args.device}), last loss {st.losses[-1]:.3f}, "
+              f"{time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,10 @@ from dataclasses import replace
 import pytest
 import torch
 
+from factgpt import stages
 from factgpt.checkpoint import load_checkpoint
 from factgpt.cli import main
-from factgpt.config import GPTConfig, TrainConfig
+from factgpt.config import REFERENCE, GPTConfig, TrainConfig
 from factgpt.data import CharCorruptionDataset, Corruption, MixedDataset, NameDataset, Question, read_questions
 from factgpt.model import GPT
 from factgpt.probe import ProbeItem, probe_items, run_probe, run_qa_probe, split_heldout
@@ -145,15 +146,32 @@ def test_new_budgets_smoke(budget, tiny_files, tmp_path):
     assert ("shortest truncation 64 (reference 4)" in report) == (budget == "fast")
 
 
-def test_pretrain_command_mixes_the_pairs_in_once(tiny_files, tmp_path):
-    """`factgpt pretrain --mix_pairs`: every epoch shows the documents and the pairs but the held-out
-    people's, whom the probe asks the question instead."""
+def test_fast430_is_the_reference_shuffled_with_one_cosine_over_430_epochs():
+    r = BUDGETS["fast430"]
+    assert replace(r, name="full", shuffle=False, pretrain_epochs=650, pretrain_final_epochs=200,
+                   probe_every=0) == REFERENCE
+    assert r.pretrain_config(2938, 0).final_tokens == 430 * 2938 * 128  # the H200 run cos430's
+
+
+def test_pretrain_command_mixes_the_pairs_in_once(tiny_files, tmp_path, monkeypatch):
+    """`factgpt pretrain --mix_pairs`: the pairs are built once, counted for the schedule and mixed
+    into every epoch beside the documents; the held-out people's are left out (the probe asks them)."""
+    seen = {}
+    real = stages.pretrain
+
+    def spy(*args, **kwargs):
+        seen["tconf"], seen["pairs"] = args[2], kwargs["pairs"]
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stages, "pretrain", spy)
     out = tmp_path / "mixed.safetensors"
     assert main(["pretrain", "vanilla", str(tiny_files["corpus"]), "--writing_params_path", str(out),
                  "--finetune_corpus_path", str(tiny_files["train"]), "--mix_pairs", "--probe_every", "1",
                  "--max_epochs", "2", "--threads", "1", *TINY]) == 0
+    n_docs = len(tiny_corpus().split("\n"))
+    assert len(seen["pairs"]) == 5  # 6 training pairs, the last held out
+    assert seen["tconf"].final_tokens == 200 * (n_docs + 5) * 128  # the reference's 200 epochs' tokens, pairs counted
     progress = load_checkpoint(out).progress
     assert [p["epoch"] for p in progress["probes"]] == [1, 2]
     assert all("answered" in p for p in progress["probes"])
-    n_docs = len(tiny_corpus().split("\n"))
-    assert progress["tokens"] == 2 * (n_docs + 5) * 128  # 6 training pairs, the last held out
+    assert progress["tokens"] == 2 * (n_docs + 5) * 128  # what the two epochs showed

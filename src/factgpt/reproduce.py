@@ -67,10 +67,11 @@ _FAST300 = replace(REFERENCE, name="fast300", dropout=0.0, shuffle=True, pretrai
                    pretrain_final_epochs=300, probe_every=25)
 
 # The reference recipe as it is (dropout 0.1, lr 6e-3, batch 128, the reference corruption) but
-# shuffled and with one cosine over 430 epochs, what fits 2 hours on 2 CPU cores (about 15.5 s an
-# epoch). Chosen on the held-out probe of runs on a lent H200 (benchmarks/heldout_recipes.txt): at
-# epoch 250 of 430 it knew 33.9% of the held-out people, against 15.6% for the reference's own
-# schedule cut at 430 and 18.3% for a constant rate (docs/results.md).
+# shuffled and with one cosine over 430 epochs: sized for 2 hours on 2 CPU cores from the file-order
+# full run's 15.5 s an epoch, it takes about 2.4 hours shuffled (about 19.6 s an epoch). Chosen on
+# the held-out probe of runs on a lent H200 (benchmarks/heldout_recipes.txt): at epoch 250 of 430
+# it knew 33.9% of the held-out people, against 15.6% for the reference's own schedule cut at 430
+# and 18.3% for a constant rate (one seed; level at epochs 200 and 225; docs/results.md).
 _FAST430 = replace(REFERENCE, name="fast430", shuffle=True, pretrain_epochs=430, pretrain_final_epochs=430,
                    probe_every=25)
 
@@ -362,6 +363,7 @@ class TableRun:
             self.say(f"{key}: done earlier, skipped")
             return
         if stage.command == "pretrain":
+            assert stage.recipe.mix_pairs == (self.mixed is not None), "stages come from this table's recipe"
             data = MixedDataset(self.corpus, self.mixed) if self.mixed is not None else self.corpus
             probe = self.probe
         else:
