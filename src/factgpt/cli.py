@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="full: the reference recipe; quick: 100 pretraining epochs, bf16; fast: a recipe "
                    "chosen to learn the facts in about an hour on 2 cores (it does not yet); fast300: the reference's "
                    "optimiser without dropout, one cosine over 300 epochs; fast430: the reference recipe shuffled, "
-                   "with one cosine over 430 epochs (about 2.4 hours on 2 cores); mixed: fast300 over 200 epochs "
+                   "with one cosine over 430 epochs (about 2.3 hours on 2 cores); mixed: fast300 over 200 epochs "
                    "with the finetuning pairs (all but 200 held-out people) mixed into pretraining; smoke: seconds")
     p.add_argument("--rows", nargs="+", default=None, metavar="ROW",
                    help="run only these rows: baseline vanilla_nopretrain vanilla_pretrain perceiver_pretrain "
