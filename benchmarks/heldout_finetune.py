@@ -21,11 +21,11 @@ import torch
 
 from factgpt.checkpoint import load_checkpoint
 from factgpt.config import REFERENCE
-from factgpt.data import NameDataset, read_questions
+from factgpt.data import read_questions
 from factgpt.evaluate import predict, score
 from factgpt.model import Dropout
 from factgpt.probe import split_heldout
-from factgpt.stages import load_corpus
+from factgpt.stages import load_corpus, mixed_pairs
 from factgpt.train import Trainer
 
 
@@ -44,8 +44,8 @@ def main() -> None:
     d = Path(args.data_dir)
     corpus = load_corpus(d / "wiki.txt")
     train_path = d / "birth_places_train.tsv"
-    train, heldout = split_heldout(read_questions(train_path, require_answers=True))
-    pairs = NameDataset(corpus, "".join(f"{q.question}\t{q.answer}\n" for q in train), source=train_path)
+    heldout = split_heldout(read_questions(train_path, require_answers=True))[1]
+    pairs = mixed_pairs(corpus, train_path)  # every training pair but the held-out people's
     for p, lr, epochs in itertools.product(args.dropouts, args.lrs, args.epochs):
         torch.manual_seed(args.seed)
         model = load_checkpoint(args.params).build_model()
@@ -61,7 +61,7 @@ def main() -> None:
         s = score(heldout, predict(model, heldout, corpus.vocab))
         print(f"finetuning dropout {p:g}, lr {lr:g}, {epochs} epochs: "
               f"held-out QA {s.correct}/{s.total} ({100 * s.correct / s.total:.1f}%), "
-              f"finetuned on {len(train)} lines ({trainer.precision}, {args.device}), last loss {st.losses[-1]:.3f}, "
+              f"finetuned on {len(pairs)} lines ({trainer.precision}, {args.device}), last loss {st.losses[-1]:.3f}, "
               f"{time.perf_counter() - t0:.0f} s")
 
 
