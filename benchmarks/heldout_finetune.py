@@ -5,14 +5,17 @@ last 200 (the people the knowledge probe measures), once per finetuning setting.
         --params fast300/vanilla_pretrain_seed0.pretrain.safetensors
 
 The finetuning is the reference's (10 epochs, lr 6e-4, batch 256) unless --lrs or --epochs say
-otherwise; every combination of dropout, learning rate and epochs runs once, which tells whether
-the finetuning's settings decide extraction.
+otherwise; every combination of dropout, learning rate, epochs and frozen parameters runs once,
+which tells whether the finetuning's settings decide extraction. `--freeze mlp emb` finetunes once
+with the MLPs frozen and once with the MLPs and both embeddings frozen: a frozen parameter keeps
+what pretraining stored, so finetuning can only learn to route the question to it.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -36,6 +39,9 @@ def main() -> None:
     ap.add_argument("--dropouts", type=float, nargs="+", default=[0.0, 0.1])
     ap.add_argument("--lrs", type=float, nargs="+", default=[REFERENCE.finetune_lr])
     ap.add_argument("--epochs", type=int, nargs="+", default=[REFERENCE.finetune_epochs])
+    ap.add_argument("--freeze", nargs="+", default=[""], metavar="REGEX",
+                    help="per run, a regular expression of parameter names that finetuning leaves as they are "
+                    "(e.g. 'mlp', 'mlp|emb'; default: none)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--seed", type=int, default=0)
@@ -46,12 +52,17 @@ def main() -> None:
     train_path = d / "birth_places_train.tsv"
     heldout = split_heldout(read_questions(train_path, require_answers=True))[1]
     pairs = mixed_pairs(corpus, train_path)  # every training pair but the held-out people's
-    for p, lr, epochs in itertools.product(args.dropouts, args.lrs, args.epochs):
+    for p, lr, epochs, frozen in itertools.product(args.dropouts, args.lrs, args.epochs, args.freeze):
         torch.manual_seed(args.seed)
         model = load_checkpoint(args.params).build_model()
         for m in model.modules():
             if isinstance(m, Dropout):
                 m.p = p
+        n_frozen = 0
+        for name, param in model.named_parameters():  # AdamW skips a parameter that has no gradient
+            if frozen and re.search(frozen, name):
+                param.requires_grad_(False)
+                n_frozen += param.numel()
         t0 = time.perf_counter()
         recipe = replace(REFERENCE, finetune_lr=lr, finetune_epochs=epochs)
         trainer = Trainer(model, pairs, recipe.finetune_config(len(corpus), True, args.seed),
@@ -59,7 +70,8 @@ def main() -> None:
         st = trainer.train()
         model.eval()
         s = score(heldout, predict(model, heldout, corpus.vocab))
-        print(f"finetuning dropout {p:g}, lr {lr:g}, {epochs} epochs: "
+        print(f"finetuning dropout {p:g}, lr {lr:g}, {epochs} epochs"
+              + (f", frozen /{frozen}/ ({n_frozen} parameters)" if frozen else "") + ": "
               f"held-out QA {s.correct}/{s.total} ({100 * s.correct / s.total:.1f}%), "
               f"finetuned on {len(pairs)} lines ({trainer.precision}, {args.device}), last loss {st.losses[-1]:.3f}, "
               f"{time.perf_counter() - t0:.0f} s")

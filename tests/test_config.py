@@ -12,7 +12,7 @@ from factgpt.cli import build_parser, recipe_of, train_config_of
 from factgpt.config import BLOCK_SIZE, PERCEIVER_M, REFERENCE, GPTConfig, Recipe, TrainConfig, final_tokens_for
 from factgpt.errors import FactgptError
 from factgpt.model import GPT
-from factgpt.reproduce import BUDGETS, DEMO
+from factgpt.recipes import BUDGETS, DEMO
 from factgpt.stages import ModelSpec, load_corpus, load_model
 
 N_DOCS, VOCAB = 2938, 256

@@ -15,7 +15,8 @@ from factgpt.config import REFERENCE, GPTConfig, TrainConfig
 from factgpt.data import CharCorruptionDataset, Corruption, MixedDataset, NameDataset, Question, read_questions
 from factgpt.model import GPT
 from factgpt.probe import ProbeItem, probe_items, run_probe, run_qa_probe, split_heldout
-from factgpt.reproduce import BUDGETS, Files, TableRun, budget_note, summarize, write_report
+from factgpt.recipes import BUDGETS
+from factgpt.reproduce import Files, TableRun, budget_note, summarize, write_report
 from factgpt.stages import knowledge_probe, mixed_pairs
 from factgpt.train import Trainer
 

@@ -7,9 +7,8 @@ import pytest
 
 from factgpt.checkpoint import load_checkpoint, resume_path_for
 from factgpt.cli import build_parser, recipe_of, train_config_of
+from factgpt.recipes import BUDGETS, DEMO
 from factgpt.reproduce import (
-    BUDGETS,
-    DEMO,
     ROWS,
     Files,
     Recipe,
@@ -153,7 +152,8 @@ def test_report_regenerates_from_records_and_predictions_alone(tiny_files, tmp_p
 def test_reproduce_probe_flag_sets_the_budgets_probe_only():
     from dataclasses import replace
 
-    from factgpt.reproduce import BUDGETS, with_budget
+    from factgpt.recipes import BUDGETS
+    from factgpt.reproduce import with_budget
 
     assert with_budget("full", probe_every=None) == BUDGETS["full"]
     assert with_budget("full", probe_every=25) == replace(BUDGETS["full"], probe_every=25)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from factgpt.config import BLOCK_SIZE, REFERENCE, Recipe, TrainConfig  # no torch
 from factgpt.errors import FactgptError
+from factgpt.recipes import BUDGETS, DEMO  # no torch
 
 if TYPE_CHECKING:  # torch and the library load on first use, so that `--help` is quick
     import torch
@@ -145,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="the study's table on the real data, stage by stage, with a report")
     p.add_argument("--data-dir", default="data", help="folder with the four files (`factgpt data download`)")
     p.add_argument("--out", default="reproduce_out", help="report folder (reproduce_out)")
-    p.add_argument("--budget", choices=("smoke", "quick", "full", "fast", "fast300", "fast430", "mixed"),
+    p.add_argument("--budget", choices=tuple(BUDGETS),
                    default="full",
                    help="full: the reference recipe; quick: 100 pretraining epochs, bf16; fast: a recipe "
                    "chosen to learn the facts in about an hour on 2 cores (it does not yet); fast300: the reference's "
@@ -405,7 +406,7 @@ def _bench(args) -> int:
 def _demo(args) -> int:
     import torch
 
-    from factgpt.reproduce import DEMO, Files, TableRun, format_table, summarize, write_report
+    from factgpt.reproduce import Files, TableRun, format_table, summarize, write_report
     from factgpt.synthetic import make_world
 
     if args.threads:

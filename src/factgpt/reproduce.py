@@ -6,7 +6,7 @@ stages (pretrain -> finetune -> evaluate); a stage whose outputs exist is skippe
 interrupted run picks up at the first unfinished stage. Every stage records its command line
 (`Stage.argv`, which the `factgpt` parser reads back into the same configs), config, commit, machine
 and wall time in OUT/stages.json; report.md, the loss curves and the accuracy chart are written from
-those records. The recipes are `factgpt.config.REFERENCE` and replacements of it (BUDGETS, DEMO).
+those records. The recipes are `factgpt.config.REFERENCE` and replacements of it (`factgpt.recipes`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from factgpt.data import MixedDataset, NameDataset, read_questions
 from factgpt.errors import FactgptError
 from factgpt.evaluate import most_frequent_answer, predict, score
 from factgpt.probe import ProbeSchedule
+from factgpt.recipes import BUDGETS
 from factgpt.runtime import machine
 from factgpt.stages import (
     ModelSpec,
@@ -55,57 +56,6 @@ ROW_TITLES = {
 }
 
 
-# `fast`: facts within about an hour on 2 CPU cores (see docs/results.md): no dropout or weight decay
-# (they slow memorisation), a new order every epoch, batch 64 at lr 3e-3 with the cosine ending with
-# the run, and truncations of 64-112 characters, which keep the birthplace (most sit 32-63 characters
-# in) in most examples; the held-out probe every 5 epochs.
-_FAST = replace(REFERENCE, name="fast", dropout=0.0, weight_decay=0.0, shuffle=True, pretrain_epochs=70,
-                pretrain_batch=64, pretrain_lr=3e-3, pretrain_final_epochs=70,
-                corruption=replace(REFERENCE.corruption, min_truncation=64), probe_every=5)
-
-_FAST300 = replace(REFERENCE, name="fast300", dropout=0.0, shuffle=True, pretrain_epochs=300,
-                   pretrain_final_epochs=300, probe_every=25)
-
-# The reference recipe as it is (dropout 0.1, lr 6e-3, batch 128, the reference corruption) but
-# shuffled and with one cosine over 430 epochs: sized for 2 hours on 2 CPU cores from the file-order
-# full run's 15.5 s an epoch, it took 15-17 s an epoch shuffled, about 2.3 hours. Chosen on
-# the held-out probe of runs on a lent H200 (benchmarks/heldout_recipes.txt): at epoch 250 of 430
-# it knew 33.9% of the held-out people, against 15.6% for the reference's own schedule cut at 430
-# and 18.3% for a constant rate (one seed; level at epochs 200 and 225; docs/results.md).
-_FAST430 = replace(REFERENCE, name="fast430", shuffle=True, pretrain_epochs=430, pretrain_final_epochs=430,
-                   probe_every=25)
-
-BUDGETS = {
-    # the reference recipe
-    "full": REFERENCE,
-    # a shortened pretraining whose cosine ends with the run (see docs/results.md)
-    "quick": replace(REFERENCE, name="quick", pretrain_epochs=100, pretrain_final_epochs=100, precision="bf16"),
-    "fast": _FAST,
-    # the reference's optimiser and corruption without dropout, shuffled, one cosine over 300 epochs:
-    # on an H200 the reference recipe's facts arrived only in its second lr descent (epochs
-    # 375-550, docs/results/full), after about 500 exposures of each document
-    "fast300": _FAST300,
-    "fast430": _FAST430,
-    # `fast300` with the finetuning pairs mixed into pretraining (all but the probe's 200 held-out
-    # people, whom the probe asks the question instead), one cosine over 200 epochs (an epoch shows
-    # 1,800 pairs beside the 2,938 documents); measured before the schedule counted the pairs (its
-    # cosine then ended at epoch 124 and rose again): dev 1.8%, the facts never stored (docs/results.md)
-    "mixed": replace(_FAST300, name="mixed", pretrain_epochs=200, pretrain_final_epochs=200, mix_pairs=True,
-                     probe_every=20),
-    # seconds: checks that every stage and every report file works
-    "smoke": replace(REFERENCE, name="smoke", n_layer=2, n_head=2, n_embd=32, pretrain_epochs=1,
-                     pretrain_final_epochs=1, finetune_epochs=1, finetune_epochs_scratch=1, bottleneck_dim=8),
-}
-
-# The demo's world is small, so its recipe differs from the study's where measurement showed it
-# must: no dropout, small batches (memorising a few hundred facts needs many steps), and a gentle
-# finetuning (lr 1e-4): at 5e-4 the model memorises the finetuning answers and held-out accuracy
-# falls from 5/20 to 1/20, although the pretrained model completes "NAME was born in" correctly.
-DEMO = replace(REFERENCE, name="demo", n_layer=2, n_head=4, n_embd=256, dropout=0.0, bottleneck_dim=48,
-               pretrain_epochs=80, pretrain_batch=8, pretrain_lr=1e-3, pretrain_final_epochs=80,
-               perceiver_pretrain_epochs=40,
-               finetune_epochs=10, finetune_epochs_scratch=10, finetune_batch=16, finetune_lr=1e-4,
-               precision="bf16")
 
 
 @dataclass
