@@ -32,7 +32,8 @@ def test_help_shows_the_documented_flags(command, capsys):
 
 @pytest.mark.parametrize("command, flags", [
     ("reproduce", ["--data-dir", "--out", "--budget", "--seeds", "--checkpoint_every", "--rows", "--probe_every",
-                   "--first_seed", "--device", "--group_tokens", "{full,quick,fast,fast300,fast430,mixed,smoke}"]),
+                   "--first_seed", "--device", "--group_tokens",
+                   "{full,quick,fast,fast70,fast300,fast430,mixed,smoke}"]),
     ("demo", ["--out", "--seed", "--tiny", "--threads"]),
 ])
 def test_help_of_the_table_commands(command, flags, capsys):

@@ -118,7 +118,7 @@ def test_probe_is_zero_before_training_and_finds_memorised_places():
     assert run_probe(model, corpus.vocab, items) == 1.0
 
 
-@pytest.mark.parametrize("budget", ["fast", "fast430", "mixed"])
+@pytest.mark.parametrize("budget", ["fast", "fast70", "fast430", "mixed"])
 def test_new_budgets_smoke(budget, tiny_files, tmp_path):
     recipe = replace(BUDGETS[budget], n_layer=1, n_head=2, n_embd=16, pretrain_epochs=2, pretrain_final_epochs=2,
                      finetune_epochs=1, probe_every=1)
@@ -130,8 +130,8 @@ def test_new_budgets_smoke(budget, tiny_files, tmp_path):
     assert [p["epoch"] for p in rec["probes"]] == [1, 2]
     mixed = budget == "mixed"
     assert all(("answered" in p) == mixed for p in rec["probes"])  # the question is asked where it was learnt
-    assert rec["corruption"]["min_truncation"] == {"fast": 64}.get(budget, 4)
-    assert rec["train"]["weight_decay"] == {"fast": 0.0}.get(budget, 0.1)
+    assert rec["corruption"]["min_truncation"] == {"fast70": 64}.get(budget, 4)
+    assert rec["train"]["weight_decay"] == {"fast70": 0.0}.get(budget, 0.1)
     assert rec["train"]["shuffle"]  # a new example order every epoch, in every one of these budgets
     assert ("--mix_pairs" in rec["command"]) == mixed
     n_docs = len(tiny_corpus().split("\n"))
@@ -143,8 +143,8 @@ def test_new_budgets_smoke(budget, tiny_files, tmp_path):
                           budget_note=budget_note(recipe, 1, 2), published=None).read_text()
     assert "## When the facts arrive" in report and (tmp_path / "knowledge.png").is_file()
     assert ("| answered |" in report) == mixed
-    assert ("dropout 0 (reference 0.1)" in report) == (budget != "fast430")
-    assert ("shortest truncation 64 (reference 4)" in report) == (budget == "fast")
+    assert ("dropout 0 (reference 0.1)" in report) == (budget in ("fast70", "mixed"))
+    assert ("shortest truncation 64 (reference 4)" in report) == (budget == "fast70")
 
 
 def test_fast430_is_the_reference_shuffled_with_one_cosine_over_430_epochs():
@@ -152,6 +152,12 @@ def test_fast430_is_the_reference_shuffled_with_one_cosine_over_430_epochs():
     assert replace(r, name="full", shuffle=False, pretrain_epochs=650, pretrain_final_epochs=200,
                    probe_every=0) == REFERENCE
     assert r.pretrain_config(2938, 0).final_tokens == 430 * 2938 * 128  # the H200 run cos430's
+
+
+def test_fast_is_fast430_cut_to_380_epochs_with_its_cosine():
+    r = BUDGETS["fast"]
+    assert replace(r, name="fast430", pretrain_epochs=430, pretrain_final_epochs=430) == BUDGETS["fast430"]
+    assert r.pretrain_config(2938, 0).final_tokens == 380 * 2938 * 128  # the floor comes with the last epoch
 
 
 def test_pretrain_command_mixes_the_pairs_in_once(tiny_files, tmp_path, monkeypatch):

@@ -148,8 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reproduce_out", help="report folder (reproduce_out)")
     p.add_argument("--budget", choices=tuple(BUDGETS),
                    default="full",
-                   help="full: the reference recipe; quick: 100 pretraining epochs, bf16; fast: a recipe "
-                   "chosen to learn the facts in about an hour on 2 cores (it does not yet); fast300: the reference's "
+                   help="full: the reference recipe; quick: 100 pretraining epochs, bf16; fast: fast430 cut to 380 "
+                   "epochs, sized for 2 hours on 2 cores; fast70: the first try at fast (70 epochs, no dropout, "
+                   "truncations of 64-112); fast300: the reference's "
                    "optimiser without dropout, one cosine over 300 epochs; fast430: the reference recipe shuffled, "
                    "with one cosine over 430 epochs (about 2.3 hours on 2 cores); mixed: fast300 over 200 epochs "
                    "with the finetuning pairs (all but 200 held-out people) mixed into pretraining; smoke: seconds")
