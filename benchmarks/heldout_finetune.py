@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -41,7 +40,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, nargs="+", default=[REFERENCE.finetune_epochs])
     ap.add_argument("--freeze", nargs="+", default=[""], metavar="REGEX",
                     help="per run, a regular expression of parameter names that finetuning leaves as they are "
-                    "(e.g. 'mlp', 'mlp|emb'; default: none)")
+                    "(the recipe's finetune_frozen, e.g. 'mlp', 'mlp|emb'; default: none)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--seed", type=int, default=0)
@@ -58,15 +57,11 @@ def main() -> None:
         for m in model.modules():
             if isinstance(m, Dropout):
                 m.p = p
-        n_frozen = 0
-        for name, param in model.named_parameters():  # AdamW skips a parameter that has no gradient
-            if frozen and re.search(frozen, name):
-                param.requires_grad_(False)
-                n_frozen += param.numel()
         t0 = time.perf_counter()
-        recipe = replace(REFERENCE, finetune_lr=lr, finetune_epochs=epochs)
+        recipe = replace(REFERENCE, finetune_lr=lr, finetune_epochs=epochs, finetune_frozen=frozen)
         trainer = Trainer(model, pairs, recipe.finetune_config(len(corpus), True, args.seed),
                           device=args.device, progress=False)
+        n_frozen = sum(w.numel() for w in model.parameters() if not w.requires_grad)  # the Trainer froze them
         st = trainer.train()
         model.eval()
         s = score(heldout, predict(model, heldout, corpus.vocab))

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from factgpt.checkpoint import load_checkpoint
 from factgpt.cli import build_parser, main
 from factgpt.config import PERCEIVER_M
 
@@ -92,6 +93,14 @@ def test_pretrain_finetune_evaluate_end_to_end(tiny_files, variant, capsys, tmp_
     code, out, _ = run(["evaluate", *common, "--reading_params_path", fin, "--eval_corpus_path", q,
                         "--outputs_path", preds], capsys)
     assert code == 0 and "has no answers" in out
+    # finetuning with parts kept as pretrained; a pattern that matches nothing is refused, nothing written
+    fin.unlink()
+    finetune = ["finetune", *common, "--reading_params_path", pre, "--writing_params_path", fin,
+                "--finetune_corpus_path", f["train"], "--max_epochs", "1"]
+    _one_clear_line(*run([*finetune, "--finetune_frozen", "mpl"], capsys)[::2], "matches no parameter")
+    assert not fin.exists()
+    code, out, err = run([*finetune, "--finetune_frozen", "mlp|emb"], capsys)
+    assert code == 0 and load_checkpoint(fin).progress["frozen"] == "mlp|emb", err
 
 
 def test_tensorboard_scalars_written(tiny_files, capsys, tmp_path):

@@ -3,10 +3,13 @@ report's comparison with the published figures and its answer spread."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from factgpt.checkpoint import load_checkpoint, resume_path_for
 from factgpt.cli import build_parser, recipe_of, train_config_of
+from factgpt.config import REFERENCE
 from factgpt.recipes import BUDGETS, DEMO
 from factgpt.reproduce import (
     ROWS,
@@ -103,7 +106,8 @@ def test_summary_is_one_line_per_row_over_its_seeds():
     assert (v.correct, v.total, v.interval) == (100, 500, wilson(100, 500))  # the first seed's
 
 
-@pytest.mark.parametrize("recipe", [*BUDGETS.values(), DEMO], ids=lambda r: r.name)
+@pytest.mark.parametrize("recipe", [*BUDGETS.values(), DEMO,
+                                    replace(REFERENCE, name="frozen", finetune_frozen="mlp|emb")], ids=lambda r: r.name)
 def test_each_stage_command_line_parses_back_into_its_configs(recipe, tmp_path):
     """The report's commands cannot drift from the parser: `factgpt ARGV` builds each stage's
     TrainConfig and GPTConfig exactly."""

@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
-from factgpt.config import GPTConfig, TrainConfig
+from factgpt.config import REFERENCE, GPTConfig, TrainConfig
 from factgpt.data import CharCorruptionDataset, NameDataset
+from factgpt.errors import FactgptError
 from factgpt.model import GPT
 from factgpt.train import Trainer, lr_multiplier, parameter_groups
 
@@ -40,6 +41,43 @@ def test_parameter_groups_decay_everything_but_biases(perceiver):
     assert {"pos_emb", "tok_emb.weight", "ln_f.weight", "head.weight"} <= decayed
     if perceiver:
         assert "down_block.C" in decayed  # the bare learned basis is not skipped
+
+
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_frozen_parameters_stay_as_they_were_and_the_rest_train(engine):
+    """finetune_frozen: the matching parameters keep their values (no update, no weight decay) and
+    leave the optimiser; the others still learn."""
+    corpus = CharCorruptionDataset(tiny_corpus(), 64)
+    names = NameDataset(corpus, tiny_tsv())
+    model = GPT(GPTConfig(vocab_size=corpus.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=16))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    tc = TrainConfig(max_epochs=2, batch_size=8, learning_rate=3e-3, final_tokens=10**9, weight_decay=0.1,
+                     frozen="mlp|emb", engine=engine)
+    trainer = Trainer(model, names, tc, progress=False)
+    trainer.train()
+    frozen = {n for n in before if "mlp" in n or "emb" in n}
+    assert set(trainer.frozen) == frozen and "pos_emb" in frozen and "blocks.1.mlp.2.weight" in frozen
+    assert {id(p) for g in trainer.optimizer.param_groups for p in g["params"]} == {
+        id(p) for n, p in model.named_parameters() if n not in frozen}
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]) == (n in frozen), n
+
+
+@pytest.mark.parametrize("pattern, problem", [("mpl", "matches no parameter"), ("mlp(", "not a regular expression")])
+def test_a_frozen_pattern_that_freezes_nothing_is_an_error(pattern, problem):
+    corpus = CharCorruptionDataset(tiny_corpus(), 64)
+    model = GPT(GPTConfig(vocab_size=corpus.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16))
+    tc = TrainConfig(max_epochs=1, batch_size=8, learning_rate=3e-3, final_tokens=10**9, frozen=pattern)
+    with pytest.raises(FactgptError, match=problem):
+        Trainer(model, corpus, tc, progress=False)
+
+
+def test_finetune_frozen_applies_only_after_pretraining():
+    from dataclasses import replace
+    r = replace(REFERENCE, finetune_frozen="mlp|emb")
+    assert r.finetune_config(2938, True, 0).frozen == "mlp|emb"
+    assert r.finetune_config(2938, False, 0).frozen == ""  # from scratch there is nothing to keep
+    assert r.pretrain_config(2938, 0).frozen == "" and REFERENCE.finetune_config(2938, True, 0).frozen == ""
 
 
 def _no_dropout(cfg: GPTConfig) -> GPTConfig:

@@ -53,6 +53,9 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
     # The recipe's flags default to None: the reference recipe (factgpt.config.REFERENCE) decides.
     p.add_argument("--pretrain_lr", type=float, default=None, help=f"pretraining learning rate ({R.pretrain_lr:g})")
     p.add_argument("--finetune_lr", type=float, default=None, help=f"finetuning learning rate ({R.finetune_lr:g})")
+    p.add_argument("--finetune_frozen", default=None, metavar="REGEX",
+                   help="finetuning from a checkpoint leaves the parameters whose names match this regular "
+                   "expression as pretrained, e.g. 'mlp|emb' (default: none, as the reference)")
     p.add_argument("--bottleneck_dim", type=int, default=None,
                    help=f"perceiver latent length m ({R.bottleneck_dim}; from a checkpoint: the checkpoint's)")
     p.add_argument("--tb_expt_name", default="run", help="TensorBoard run name (under --tb_dir)")
@@ -232,7 +235,8 @@ def recipe_of(args) -> Recipe:
                   finetune_batch=args.batch_size, finetune_weight_decay=args.weight_decay))
     given = dict(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout,
                  bottleneck_dim=args.bottleneck_dim, precision=args.precision, pretrain_lr=args.pretrain_lr,
-                 finetune_lr=args.finetune_lr, mix_pairs=args.mix_pairs or None, probe_every=args.probe_every,
+                 finetune_lr=args.finetune_lr, finetune_frozen=args.finetune_frozen,
+                 mix_pairs=args.mix_pairs or None, probe_every=args.probe_every,
                  **stage)
     corruption = dict(min_truncation=args.min_truncation, max_truncation=args.max_truncation,
                       mask_fraction=args.mask_fraction)

@@ -94,6 +94,9 @@ class TrainConfig:
     shuffle: bool = False
     compile: bool = False  # torch.compile the model (falls back to eager where it cannot compile)
     log_every: int = 1  # write TensorBoard scalars every this many steps
+    # A regular expression of parameter names this stage leaves as they are (no gradient, no
+    # optimiser state, no decay); "": train every parameter, as the reference does.
+    frozen: str = ""
     extra: dict = field(default_factory=dict)  # free-form notes carried into checkpoints
 
 
@@ -149,6 +152,9 @@ class Recipe:
     finetune_batch: int = 256
     finetune_lr: float = 6e-4
     finetune_weight_decay: float = TrainConfig.weight_decay  # AdamW decay in finetuning (every budget: the reference's)
+    # finetuning after pretraining leaves the parameters whose names match this regular expression as
+    # pretrained ("mlp|emb": the MLPs and both embeddings); "": none, the reference
+    finetune_frozen: str = ""
     # both stages: bf16 where native (the records say which ran), else fp32
     precision: Literal["auto", "fp32", "bf16"] = TrainConfig.precision
 
@@ -182,7 +188,8 @@ class Recipe:
         return TrainConfig(max_epochs=self.finetune_epochs if pretrained else self.finetune_epochs_scratch,
                            batch_size=self.finetune_batch, learning_rate=self.finetune_lr,
                            final_tokens=final_tokens_for(n_pretrain_docs), seed=seed, precision=self.precision,
-                           weight_decay=self.finetune_weight_decay)
+                           weight_decay=self.finetune_weight_decay,
+                           frozen=self.finetune_frozen if pretrained else "")  # nothing to keep from scratch
 
 
 REFERENCE = Recipe("full")  # the reference recipe (`factgpt reproduce --budget full`)

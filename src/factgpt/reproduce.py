@@ -190,7 +190,8 @@ class Stage:
                 "--min_truncation": c.min_truncation if pre else None,
                 "--max_truncation": c.max_truncation if pre else None,
                 "--mask_fraction": c.mask_fraction if pre else None,
-                "--probe_every": r.probe_every if pre else None}
+                "--probe_every": r.probe_every if pre else None,
+                "--finetune_frozen": None if pre else t.frozen}
 
     # shown always; the other flags where the recipe differs from the reference
     SHOWN = ("--max_epochs", "--batch_size", "--pretrain_lr", "--finetune_lr", "--final_tokens", "--n_layer",
@@ -604,7 +605,10 @@ def budget_note(recipe: Recipe, seeds: int, questions: int) -> str:
             f"{full.pretrain_epochs}; perceiver {perceiver}, m = {recipe.bottleneck_dim}), cosine learning rate "
             f"reaching its floor after {recipe.pretrain_final_epochs:g} epochs' tokens (reference: "
             f"{full.pretrain_final_epochs:g}); finetuning {recipe.finetune_epochs} epochs after pretraining and "
-            f"{recipe.finetune_epochs_scratch} without; {recipe.precision}; {seeds} seed(s); dev accuracy on "
+            f"{recipe.finetune_epochs_scratch} without"
+            + (f", the parameters matching /{recipe.finetune_frozen}/ kept as pretrained"
+               if recipe.finetune_frozen else "")
+            + f"; {recipe.precision}; {seeds} seed(s); dev accuracy on "
             f"{questions} questions, greedy decoding.{recipe_differences(recipe, full)}")
 
 

@@ -143,7 +143,8 @@ def run_training(model: GPT, dataset: TrainingData, tconf: TrainConfig, corpus: 
         meta = {"stage": stage, "epochs": st.epoch, "max_epochs": tconf.max_epochs, "steps": st.step,
                 "tokens": st.tokens, "seconds": round(time.perf_counter() - t0, 2),
                 "seed": tconf.seed, "engine": tconf.engine, "precision": trainer.precision,
-                "final_loss": st.losses[-1] if st.losses else None, "probes": st.probes}
+                "final_loss": st.losses[-1] if st.losses else None, "probes": st.probes,
+                "frozen": tconf.frozen}  # parameters this stage left as it found them ("" none)
         save_checkpoint(writing_params_path, model, corpus.vocab, meta)
 
     def on_epoch_end(trainer: Trainer) -> None:

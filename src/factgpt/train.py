@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from torch.utils.data import DataLoader, Subset
 
 from factgpt.config import TrainConfig, json_roundtrip
 from factgpt.data import PAD_ID, group_by_length, pack
+from factgpt.errors import FactgptError
 from factgpt.model import GPT, lm_loss
 
 
@@ -41,12 +43,35 @@ def lr_multiplier(tokens: int, warmup_tokens: int, final_tokens: int) -> float:
     return max(0.1, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
+def freeze(model: torch.nn.Module, pattern: str) -> list[str]:
+    """Leave the parameters whose names match the regular expression `pattern` as they are (no
+    gradient, so no update and no decay) and return their names; "" freezes nothing. A pattern that
+    is not a regular expression, or matches no parameter, is an error: a typo must not silently
+    train everything."""
+    if not pattern:
+        return []
+    try:
+        rx = re.compile(pattern)
+    except re.error as e:
+        raise FactgptError(f"frozen parameters: {pattern!r} is not a regular expression ({e})") from None
+    names = [n for n, p in model.named_parameters() if rx.search(n)]
+    if not names:
+        raise FactgptError(f"frozen parameters: {pattern!r} matches no parameter name",
+                           hint="names look like tok_emb.weight, blocks.0.mlp.0.weight, head.weight")
+    for n, p in model.named_parameters():
+        if n in names:
+            p.requires_grad_(False)
+    return names
+
+
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Decay every parameter whose name has no "bias": weights, LayerNorm weights, embeddings,
-    bare parameters such as pos_emb and the perceiver's basis C (the reference's rule)."""
+    """Decay every trained parameter whose name has no "bias": weights, LayerNorm weights,
+    embeddings, bare parameters such as pos_emb and the perceiver's basis C (the reference's rule).
+    Frozen parameters (`freeze`) are left out."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (no_decay if "bias" in name else decay).append(p)
+        if p.requires_grad:
+            (no_decay if "bias" in name else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
 
@@ -146,6 +171,7 @@ class Trainer:
         fast = config.engine == "fast"
         model.set_attention("sdpa" if fast else "explicit")
         model.to(self.device)
+        self.frozen = freeze(model, config.frozen)  # before DDP and the optimiser see the parameters
         # Data parallel under torchrun: every process builds the same global batch (same draws) and
         # trains on its slice; gradients are averaged by DistributedDataParallel.
         self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
