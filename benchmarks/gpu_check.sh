@@ -14,7 +14,10 @@
 #   heldout  issue 14's recipe candidates (benchmarks/heldout_recipes.txt, or $RECIPES), each a
 #          process of its own beside the table: pretraining with the knowledge probe on the 200
 #          held-out training people, then held-out QA after finetuning on the other 1,800 (never
-#          dev); their logs and probe curves go into heldout.tgz, the models named in $KEEP come back.
+#          dev), once finetuning everything and once with the MLPs and embeddings frozen
+#          (--freeze 'mlp|emb'); their logs and probe curves go into heldout.tgz, the models named in
+#          $KEEP come back. NAMES picks recipes by name (every line of the file otherwise): the next
+#          lease's three are NAMES="ref650 cos650 cos430d20" (about 8 minutes at three at once).
 # Size the processes to the GPU (measured on an H200, docs/benchmarks.md): up to three at once
 # each pretrain at nearly their speed alone (0.58 s a vanilla epoch alone, 0.60 with two, 0.70
 # with three); nine at once took 1.85 s an epoch each: the GPU is then the limit, and all nine
@@ -109,7 +112,7 @@ if has heldout; then
               [ -f "$f" ] && timeout 60 $py benchmarks/probe_curve.py "$f" && break
           done
           [ $rc -eq 0 ] && timeout "$(left 10)" $py benchmarks/heldout_finetune.py --data-dir "$SHARED/data" \
-              --params "$ckpt" --dropouts "$ft_dropout" --device "$DEVICE"
+              --params "$ckpt" --dropouts "$ft_dropout" --freeze '' 'mlp|emb' --device "$DEVICE"
         } > "$RUNS/heldout/$name.log" 2>&1 &
     done < "$RECIPES"
     [ $launched -eq 0 ] && echo "heldout: no recipe of $RECIPES is named in NAMES=$NAMES" >> "$OUT/env.txt"
