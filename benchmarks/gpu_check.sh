@@ -16,8 +16,9 @@
 #          held-out training people, then held-out QA after finetuning on the other 1,800 (never
 #          dev), once finetuning everything and once with the MLPs and embeddings frozen
 #          (--freeze 'mlp|emb'); their logs and probe curves go into heldout.tgz, the models named in
-#          $KEEP come back. NAMES picks recipes by name (every line of the file otherwise): the next
-#          lease's three are NAMES="ref650 cos650 cos430d20" (about 8 minutes at three at once).
+#          $KEEP come back. NAMES picks recipes by name (every line of the file otherwise). The next
+#          lease: NAMES="ref650 cos650" bash benchmarks/gpu_check.sh 590 env heldout (two at once,
+#          0.60 s an epoch: about 6.5 minutes of pretraining, 13 probes each, then 2 QA runs each).
 # Size the processes to the GPU (measured on an H200, docs/benchmarks.md): up to three at once
 # each pretrain at nearly their speed alone (0.58 s a vanilla epoch alone, 0.60 with two, 0.70
 # with three); nine at once took 1.85 s an epoch each: the GPU is then the limit, and all nine
@@ -43,9 +44,9 @@ ROW_GROUPS=${ROW_GROUPS:-baseline vanilla_nopretrain;vanilla_pretrain;perceiver_
 RECIPES=${RECIPES:-benchmarks/heldout_recipes.txt}
 NAMES=${NAMES:-}  # the recipes to run (default: every one in $RECIPES)
 KEEP=${KEEP:-}  # recipe names whose pretrained models come back
-# seconds kept after each pretraining for its held-out QA (a process start, 10 finetuning epochs and
+# seconds kept after each pretraining for its held-out QA (a process start, twice 10 finetuning epochs and
 # 200 answers on a shared GPU): pretraining stops this long before the deadline
-QA_RESERVE=${QA_RESERVE:-60}
+QA_RESERVE=${QA_RESERVE:-120}
 mkdir -p "$OUT" "$RUNS"
 export PYTHONUNBUFFERED=1 FACTGPT_SHARED="$SHARED"
 # The machine's own torch (a CUDA build) is used as it is: factgpt goes on the path, not through pip.

@@ -6,8 +6,8 @@ last 200 (the people the knowledge probe measures), once per finetuning setting.
 
 The finetuning is the reference's (10 epochs, lr 6e-4, batch 256) unless --lrs or --epochs say
 otherwise; every combination of dropout, learning rate, epochs and frozen parameters runs once,
-which tells whether the finetuning's settings decide extraction. `--freeze mlp emb` finetunes once
-with the MLPs frozen and once with the MLPs and both embeddings frozen: a frozen parameter keeps
+which tells whether the finetuning's settings decide extraction. `--freeze mlp 'mlp|emb'` finetunes
+once with the MLPs frozen and once with the MLPs and both embeddings frozen: a frozen parameter keeps
 what pretraining stored, so finetuning can only learn to route the question to it.
 """
 

@@ -98,6 +98,8 @@ def test_pretrain_finetune_evaluate_end_to_end(tiny_files, variant, capsys, tmp_
     finetune = ["finetune", *common, "--reading_params_path", pre, "--writing_params_path", fin,
                 "--finetune_corpus_path", f["train"], "--max_epochs", "1"]
     _one_clear_line(*run([*finetune, "--finetune_frozen", "mpl"], capsys)[::2], "matches no parameter")
+    scratch = [a for a in finetune if a not in ("--reading_params_path", pre)]
+    _one_clear_line(*run([*scratch, "--finetune_frozen", "mlp"], capsys)[::2], "needs --reading_params_path")
     assert not fin.exists()
     code, out, err = run([*finetune, "--finetune_frozen", "mlp|emb"], capsys)
     assert code == 0 and load_checkpoint(fin).progress["frozen"] == "mlp|emb", err

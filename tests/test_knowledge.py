@@ -1,5 +1,5 @@
 """Knowledge fast: the corruption's parameters, mixed pairs, the held-out split and the probe, and a
-smoke run of the `fast`, `fast430` and `mixed` budgets."""
+smoke run of the `fast`, `fast70`, `fast430` and `mixed` budgets."""
 
 from __future__ import annotations
 

@@ -18,8 +18,10 @@ from factgpt.reproduce import (
     RowResult,
     RowSummary,
     TableRun,
+    budget_note,
     compare,
     row_stages,
+    same_recipe,
     spread,
     summarize,
     wilson,
@@ -161,3 +163,22 @@ def test_reproduce_probe_flag_sets_the_budgets_probe_only():
 
     assert with_budget("full", probe_every=None) == BUDGETS["full"]
     assert with_budget("full", probe_every=25) == replace(BUDGETS["full"], probe_every=25)
+
+
+def test_recorded_stages_are_matched_on_what_finetuning_freezes():
+    """A finished stage is reused only for the same recipe: another `frozen` is another run, and a
+    record written before the setting existed counts as freezing nothing."""
+    from dataclasses import asdict
+
+    from factgpt.config import GPTConfig, json_roundtrip
+
+    model = GPTConfig(vocab_size=10).identity()
+    tconf = replace(REFERENCE, finetune_frozen="mlp|emb").finetune_config(2938, True, 0)
+    record = {"model": json_roundtrip(model), "train": json_roundtrip(asdict(tconf))}
+    assert same_recipe(record, model, tconf)
+    assert not same_recipe(record, model, replace(tconf, frozen=""))
+    old = {"model": record["model"], "train": {k: v for k, v in record["train"].items() if k != "frozen"}}
+    assert same_recipe(old, model, replace(tconf, frozen="")) and not same_recipe(old, model, tconf)
+    assert "(the parameters matching /mlp|emb/ kept as pretrained) and 75 without" in budget_note(
+        replace(REFERENCE, finetune_frozen="mlp|emb"), 1, 500)
+    assert "kept as pretrained" not in budget_note(REFERENCE, 1, 500)

@@ -124,3 +124,41 @@ def test_disk_full_keeps_the_previous_checkpoint(tiny_files, tmp_path, capsys, m
     assert err.startswith("factgpt: error: ") and "No space left on device" in err and len(err.splitlines()) == 1
     assert out.read_bytes() == before  # the previous checkpoint is intact
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
+
+
+def test_frozen_finetuning_resumes_exactly_and_old_resume_points_still_load(tiny_files, tmp_path, capsys,
+                                                                          monkeypatch):
+    """A finetuning with parameters frozen resumes to the uninterrupted run's parameters (the
+    optimiser holds state for the trained ones only), and a resume point written before `frozen`
+    existed (no such key) is taken as the default, not refused."""
+    from factgpt.checkpoint import load_training_state, save_training_state
+
+    f = tiny_files
+    pre = tmp_path / "pre.safetensors"
+    assert main(["pretrain", "vanilla", str(f["corpus"]), *TINY, "--max_epochs", "1", "--writing_params_path",
+                 str(pre)]) == 0
+    common = ["finetune", "vanilla", str(f["corpus"]), *TINY, "--batch_size", "2", "--max_epochs", "3",
+              "--reading_params_path", str(pre), "--finetune_corpus_path", str(f["train"]),
+              "--finetune_frozen", "mlp|emb"]
+    full, part = tmp_path / "full.safetensors", tmp_path / "part.safetensors"
+    assert main([*common, "--writing_params_path", str(full)]) == 0
+    crash_training_after_step(monkeypatch, 4)
+    assert main([*common, "--checkpoint_every", "2", "--writing_params_path", str(part)]) == 130
+    monkeypatch.undo()
+    assert main([*common, "--checkpoint_every", "2", "--resume", "--writing_params_path", str(part)]) == 0
+    assert same_tensors(_params(full), _params(part))
+    assert same_tensors({k: v for k, v in _params(pre).items() if "mlp" in k},
+                        {k: v for k, v in _params(part).items() if "mlp" in k})
+
+    old = tmp_path / "old.safetensors"
+    plain = ["pretrain", "vanilla", str(f["corpus"]), *TINY, "--batch_size", "2", "--max_epochs", "3",
+             "--checkpoint_every", "2", "--writing_params_path", str(old)]
+    crash_training_after_step(monkeypatch, 2)
+    main(plain)
+    monkeypatch.undo()
+    tensors, meta = load_training_state(resume_path_for(old))
+    del meta["config"]["frozen"]  # as written before the setting existed
+    meta = {k: v for k, v in meta.items() if k not in ("format", "version")}  # save_training_state adds them
+    save_training_state(resume_path_for(old), tensors, meta)
+    capsys.readouterr()
+    assert main([*plain, "--resume"]) == 0, capsys.readouterr().err

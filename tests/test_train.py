@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -63,7 +64,8 @@ def test_frozen_parameters_stay_as_they_were_and_the_rest_train(engine):
         assert torch.equal(p, before[n]) == (n in frozen), n
 
 
-@pytest.mark.parametrize("pattern, problem", [("mpl", "matches no parameter"), ("mlp(", "not a regular expression")])
+@pytest.mark.parametrize("pattern, problem", [("mpl", "matches no parameter"), ("mlp(", "not a regular expression"),
+                                              (".", "matches every parameter")])
 def test_a_frozen_pattern_that_freezes_nothing_is_an_error(pattern, problem):
     corpus = CharCorruptionDataset(tiny_corpus(), 64)
     model = GPT(GPTConfig(vocab_size=corpus.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16))
@@ -72,8 +74,17 @@ def test_a_frozen_pattern_that_freezes_nothing_is_an_error(pattern, problem):
         Trainer(model, corpus, tc, progress=False)
 
 
+def test_the_config_alone_decides_what_trains():
+    """A model frozen by one Trainer trains whole under the next one whose config freezes nothing."""
+    corpus = CharCorruptionDataset(tiny_corpus(), 64)
+    model = GPT(GPTConfig(vocab_size=corpus.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16))
+    tc = TrainConfig(max_epochs=1, batch_size=8, learning_rate=3e-3, final_tokens=10**9, frozen="mlp")
+    assert Trainer(model, corpus, tc, progress=False).frozen
+    trainer = Trainer(model, corpus, replace(tc, frozen=""), progress=False)
+    assert trainer.frozen == [] and all(p.requires_grad for p in model.parameters())
+
+
 def test_finetune_frozen_applies_only_after_pretraining():
-    from dataclasses import replace
     r = replace(REFERENCE, finetune_frozen="mlp|emb")
     assert r.finetune_config(2938, True, 0).frozen == "mlp|emb"
     assert r.finetune_config(2938, False, 0).frozen == ""  # from scratch there is nothing to keep

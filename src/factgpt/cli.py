@@ -317,6 +317,9 @@ def _finetune(args) -> int:
 
     rt = _runtime(args)
     _require(args, "writing_params_path", "finetune_corpus_path")
+    if args.finetune_frozen and args.reading_params_path is None:
+        raise FactgptError("--finetune_frozen keeps parameters as pretrained: it needs --reading_params_path",
+                           hint="without a checkpoint every parameter starts at random and must train")
     corpus = stages.load_corpus(args.pretrain_corpus_path)
     tconf = train_config_of(args, rt.recipe, len(corpus), rt.world)
     out = stages.finetune(args.pretrain_corpus_path, args.finetune_corpus_path, rt.spec, tconf,

@@ -56,8 +56,6 @@ ROW_TITLES = {
 }
 
 
-
-
 @dataclass
 class Files:
     corpus: Path  # pretraining text (also fixes the vocabulary)
@@ -604,11 +602,10 @@ def budget_note(recipe: Recipe, seeds: int, questions: int) -> str:
     return (f"Budget `{recipe.name}`: pretraining {recipe.pretrain_epochs} epochs ({share:.3g}% of the reference's "
             f"{full.pretrain_epochs}; perceiver {perceiver}, m = {recipe.bottleneck_dim}), cosine learning rate "
             f"reaching its floor after {recipe.pretrain_final_epochs:g} epochs' tokens (reference: "
-            f"{full.pretrain_final_epochs:g}); finetuning {recipe.finetune_epochs} epochs after pretraining and "
-            f"{recipe.finetune_epochs_scratch} without"
-            + (f", the parameters matching /{recipe.finetune_frozen}/ kept as pretrained"
+            f"{full.pretrain_final_epochs:g}); finetuning {recipe.finetune_epochs} epochs after pretraining"
+            + (f" (the parameters matching /{recipe.finetune_frozen}/ kept as pretrained)"
                if recipe.finetune_frozen else "")
-            + f"; {recipe.precision}; {seeds} seed(s); dev accuracy on "
+            + f" and {recipe.finetune_epochs_scratch} without; {recipe.precision}; {seeds} seed(s); dev accuracy on "
             f"{questions} questions, greedy decoding.{recipe_differences(recipe, full)}")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -23,7 +23,16 @@ from factgpt.checkpoint import (
     save_checkpoint,
     save_training_state,
 )
-from factgpt.config import BLOCK_SIZE, REFERENCE, REFERENCE_CORRUPTION, Corruption, GPTConfig, Recipe, TrainConfig
+from factgpt.config import (
+    BLOCK_SIZE,
+    REFERENCE,
+    REFERENCE_CORRUPTION,
+    Corruption,
+    GPTConfig,
+    Recipe,
+    TrainConfig,
+    json_roundtrip,
+)
 from factgpt.data import (
     CharCorruptionDataset,
     MixedDataset,
@@ -177,6 +186,9 @@ def run_training(model: GPT, dataset: TrainingData, tconf: TrainConfig, corpus: 
         mine = trainer.identity()
         if "path" in meta["config"]:  # written before TrainConfig.path was named engine
             meta["config"]["engine"] = meta["config"].pop("path")
+        defaults = json_roundtrip(asdict(TrainConfig(max_epochs=0, batch_size=0, learning_rate=0.0)))
+        for key in mine["config"]:  # written before a setting existed (e.g. frozen): it had its default
+            meta["config"].setdefault(key, defaults[key])
         if meta["model"] != mine["model"] or meta["config"] != mine["config"]:
             raise FactgptError("the resume point belongs to a run with another model or recipe", path=resume_file,
                                hint="use the same flags as the interrupted run, or delete it")

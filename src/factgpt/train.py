@@ -45,22 +45,22 @@ def lr_multiplier(tokens: int, warmup_tokens: int, final_tokens: int) -> float:
 
 def freeze(model: torch.nn.Module, pattern: str) -> list[str]:
     """Leave the parameters whose names match the regular expression `pattern` as they are (no
-    gradient, so no update and no decay) and return their names; "" freezes nothing. A pattern that
-    is not a regular expression, or matches no parameter, is an error: a typo must not silently
-    train everything."""
-    if not pattern:
-        return []
+    gradient, so no update and no decay), train all others, and return the frozen names; ""
+    freezes nothing. A pattern that is not a regular expression, or matches no parameter or every
+    one, is an error: a typo must not silently train everything, or nothing."""
     try:
-        rx = re.compile(pattern)
+        rx = re.compile(pattern) if pattern else None
     except re.error as e:
         raise FactgptError(f"frozen parameters: {pattern!r} is not a regular expression ({e})") from None
-    names = [n for n, p in model.named_parameters() if rx.search(n)]
-    if not names:
-        raise FactgptError(f"frozen parameters: {pattern!r} matches no parameter name",
-                           hint="names look like tok_emb.weight, blocks.0.mlp.0.weight, head.weight")
-    for n, p in model.named_parameters():
-        if n in names:
-            p.requires_grad_(False)
+    names = [n for n, _ in model.named_parameters() if rx and rx.search(n)]
+    hint = "names look like tok_emb.weight, blocks.0.mlp.0.weight, head.weight"
+    if pattern and not names:
+        raise FactgptError(f"frozen parameters: {pattern!r} matches no parameter name", hint=hint)
+    if len(names) == len(list(model.parameters())):
+        raise FactgptError(f"frozen parameters: {pattern!r} matches every parameter, leaving nothing to train",
+                           hint=hint)
+    for n, p in model.named_parameters():  # every parameter, so a model trained before starts afresh
+        p.requires_grad_(n not in names)
     return names
 
 
