@@ -154,9 +154,11 @@ def test_fast430_is_the_reference_shuffled_with_one_cosine_over_430_epochs():
     assert r.pretrain_config(2938, 0).final_tokens == 430 * 2938 * 128  # the H200 run cos430's
 
 
-def test_fast_is_fast430_cut_to_380_epochs_with_its_cosine():
+def test_fast_is_fast430_cut_to_380_epochs_with_its_cosine_and_frozen_finetuning():
     r = BUDGETS["fast"]
-    assert replace(r, name="fast430", pretrain_epochs=430, pretrain_final_epochs=430) == BUDGETS["fast430"]
+    assert replace(r, name="fast430", pretrain_epochs=430, pretrain_final_epochs=430,
+                   finetune_frozen="") == BUDGETS["fast430"]
+    assert r.finetune_config(2938, True, 0).frozen == "mlp|emb"
     assert r.pretrain_config(2938, 0).final_tokens == 380 * 2938 * 128  # the floor comes with the last epoch
 
 
