@@ -105,6 +105,12 @@ def json_roundtrip(d: dict) -> dict:
     return json.loads(json.dumps(d))
 
 
+def train_defaults() -> dict:
+    """Every TrainConfig setting at its default, as a JSON record reads back: what a record written
+    before a setting existed ran with (stage records and resume points are completed from it)."""
+    return json_roundtrip(asdict(TrainConfig(max_epochs=0, batch_size=0, learning_rate=0.0)))
+
+
 def final_tokens_for(n_pretrain_docs: int, block_size: int = BLOCK_SIZE) -> int:
     """The reference's final_tokens: 200 * len(pretraining dataset) * block_size."""
     return 200 * n_pretrain_docs * block_size

@@ -15,8 +15,8 @@ from factgpt.config import REFERENCE
 # run, and truncations of 64-112 characters, which keep the birthplace (most sit 32-63 characters
 # in) in most examples; the held-out probe every 5 epochs.
 _FAST70 = replace(REFERENCE, name="fast70", dropout=0.0, weight_decay=0.0, shuffle=True, pretrain_epochs=70,
-                pretrain_batch=64, pretrain_lr=3e-3, pretrain_final_epochs=70,
-                corruption=replace(REFERENCE.corruption, min_truncation=64), probe_every=5)
+                  pretrain_batch=64, pretrain_lr=3e-3, pretrain_final_epochs=70,
+                  corruption=replace(REFERENCE.corruption, min_truncation=64), probe_every=5)
 
 _FAST300 = replace(REFERENCE, name="fast300", dropout=0.0, shuffle=True, pretrain_epochs=300,
                    pretrain_final_epochs=300, probe_every=25)

@@ -26,7 +26,7 @@ import torch
 
 from factgpt.atomic import atomic_write_text
 from factgpt.checkpoint import load_checkpoint, resume_path_for
-from factgpt.config import REFERENCE, Corruption, GPTConfig, Recipe, TrainConfig, json_roundtrip
+from factgpt.config import REFERENCE, Corruption, GPTConfig, Recipe, TrainConfig, json_roundtrip, train_defaults
 from factgpt.data import MixedDataset, NameDataset, read_questions
 from factgpt.errors import FactgptError
 from factgpt.evaluate import most_frequent_answer, predict, score
@@ -115,7 +115,7 @@ def same_recipe(record: dict, model_identity: dict, tconf: TrainConfig,
     if "path" in train:
         train["engine"] = train.pop("path")
     mine = json_roundtrip(asdict(tconf))
-    defaults = json_roundtrip(asdict(TrainConfig(max_epochs=0, batch_size=0, learning_rate=0.0)))
+    defaults = train_defaults()
     for key in mine:
         if key in LAYOUT_FIELDS:
             train.pop(key, None)

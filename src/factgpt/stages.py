@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,7 +31,7 @@ from factgpt.config import (
     GPTConfig,
     Recipe,
     TrainConfig,
-    json_roundtrip,
+    train_defaults,
 )
 from factgpt.data import (
     CharCorruptionDataset,
@@ -186,7 +186,7 @@ def run_training(model: GPT, dataset: TrainingData, tconf: TrainConfig, corpus: 
         mine = trainer.identity()
         if "path" in meta["config"]:  # written before TrainConfig.path was named engine
             meta["config"]["engine"] = meta["config"].pop("path")
-        defaults = json_roundtrip(asdict(TrainConfig(max_epochs=0, batch_size=0, learning_rate=0.0)))
+        defaults = train_defaults()
         for key in mine["config"]:  # written before a setting existed (e.g. frozen): it had its default
             meta["config"].setdefault(key, defaults[key])
         if meta["model"] != mine["model"] or meta["config"] != mine["config"]:
