@@ -25,7 +25,6 @@ from factgpt.checkpoint import load_checkpoint
 from factgpt.config import REFERENCE
 from factgpt.data import read_questions
 from factgpt.evaluate import predict, score
-from factgpt.model import Dropout
 from factgpt.probe import split_heldout
 from factgpt.stages import load_corpus, mixed_pairs
 from factgpt.train import Trainer
@@ -54,9 +53,7 @@ def main() -> None:
     for p, lr, epochs, frozen in itertools.product(args.dropouts, args.lrs, args.epochs, args.freeze):
         torch.manual_seed(args.seed)
         model = load_checkpoint(args.params).build_model()
-        for m in model.modules():
-            if isinstance(m, Dropout):
-                m.p = p
+        model.set_dropout(p)
         t0 = time.perf_counter()
         recipe = replace(REFERENCE, finetune_lr=lr, finetune_epochs=epochs, finetune_frozen=frozen)
         trainer = Trainer(model, pairs, recipe.finetune_config(len(corpus), True, args.seed),

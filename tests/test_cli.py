@@ -103,6 +103,13 @@ def test_pretrain_finetune_evaluate_end_to_end(tiny_files, variant, capsys, tmp_
     assert not fin.exists()
     code, out, err = run([*finetune, "--finetune_frozen", "mlp|emb"], capsys)
     assert code == 0 and load_checkpoint(fin).progress["frozen"] == "mlp|emb", err
+    # finetuning runs at its own --dropout (the reference's 0.1 by default), not the checkpoint's
+    fin2 = tmp_path / "fin2.safetensors"
+    for reads, writes, given, p in ((pre, fin, ["--dropout", "0"], 0.0), (fin, fin2, [], 0.1)):
+        code, _, err = run(["finetune", *common, "--reading_params_path", reads, "--writing_params_path", writes,
+                            "--finetune_corpus_path", f["train"], "--max_epochs", "1", *given], capsys)
+        c = load_checkpoint(writes).config
+        assert code == 0 and c.embd_pdrop == c.resid_pdrop == c.attn_pdrop == p, err
 
 
 def test_tensorboard_scalars_written(tiny_files, capsys, tmp_path):

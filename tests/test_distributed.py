@@ -63,6 +63,30 @@ def test_last_global_batch_smaller_than_the_world(tiny_files, tmp_path, variant)
     _assert_same_training(a, b)
 
 
+def test_frozen_finetuning_on_two_processes(tiny_files, tmp_path):
+    # Frozen parameters are taken out of autograd before DDP wraps the model: DDP must then sync only
+    # the trained ones, and the frozen ones must come out exactly as pretrained, as with one process
+    # (--shuffle: several processes always draw a seeded order, one keeps file order without it).
+    pretrained = tmp_path / "pre.safetensors"
+    r = subprocess.run([sys.executable, "-m", "factgpt", "pretrain", "vanilla", str(tiny_files["corpus"]), *TINY,
+                        "--device", "cpu", "--max_epochs", "1", "--batch_size", "4", "--checkpoint_every", "0",
+                        "--writing_params_path", str(pretrained)],
+                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    common = ["finetune", "vanilla", str(tiny_files["corpus"]), *TINY, "--device", "cpu", "--dropout", "0",
+              "--reading_params_path", str(pretrained), "--finetune_corpus_path", str(tiny_files["train"]),
+              "--finetune_frozen", "mlp|emb", "--shuffle", "--max_epochs", "3", "--batch_size", "4", "--seed", "2",
+              "--checkpoint_every", "0", "--precision", "fp32"]
+    a, b, _ = _two_and_one(common, tmp_path)
+    _assert_same_training(a, b)
+    before = load_checkpoint(pretrained).state_dict
+    frozen = [k for k in before if "mlp" in k or "emb" in k]
+    trained = [k for k in before if k not in frozen]
+    assert frozen and trained
+    assert all(torch.equal(a.state_dict[k], before[k]) for k in frozen)
+    assert not all(torch.equal(a.state_dict[k], before[k]) for k in trained)
+
+
 def test_more_local_ranks_than_gpus_is_one_clear_error(monkeypatch):
     from factgpt.errors import FactgptError
     from factgpt.runtime import init_distributed

@@ -247,6 +247,16 @@ class GPT(nn.Module):
             elif isinstance(m, Dropout):
                 m.fast = impl == "sdpa"
 
+    def set_dropout(self, p: float) -> None:
+        """All three dropouts to `p`, in the config (which a checkpoint records) and every module.
+        A finetuning that starts from a checkpoint runs at its own recipe's dropout, as the
+        reference's does (its state dicts carry no dropout; its GPTConfig says 0.1)."""
+        c = self.config
+        c.embd_pdrop = c.resid_pdrop = c.attn_pdrop = p
+        for m in self.modules():
+            if isinstance(m, Dropout):
+                m.p = p
+
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
                 positions: torch.Tensor | None = None, documents: torch.Tensor | None = None):
         """idx, targets: (B, T). positions and documents (B, T), given together, describe a packed

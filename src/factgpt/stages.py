@@ -104,10 +104,13 @@ def load_model(params_path: str | Path, spec: ModelSpec, corpus: CharCorruptionD
 def starting_model(spec: ModelSpec, corpus: CharCorruptionDataset, corpus_path: str | Path, seed: int,
                    params_path: str | Path | None = None) -> GPT:
     """Seed torch's generator (parameter init and dropout draw from it), then the checkpoint at
-    `params_path` to continue from (checked against the spec and the corpus) or a fresh model."""
+    `params_path` to continue from (checked against the spec and the corpus; trained at the recipe's
+    dropout) or a fresh model."""
     torch.manual_seed(seed)
     if params_path:
-        return load_model(params_path, spec, corpus, corpus_path)[0]
+        model = load_model(params_path, spec, corpus, corpus_path)[0]
+        model.set_dropout(spec.recipe.dropout)  # the recipe's, not the checkpoint's (the reference's way)
+        return model
     return GPT(spec.config(corpus.vocab_size))
 
 
