@@ -172,6 +172,11 @@ def test_wrong_checkpoint_is_refused(tiny_files, capsys, tmp_path):
     _one_clear_line(*run(["evaluate", "vanilla", f["corpus"], *TINY, *ev], capsys)[::2], "perceiver checkpoint")
     _one_clear_line(*run(["evaluate", "perceiver", f["corpus"], *TINY, "--bottleneck_dim", "16", *ev],
                          capsys)[::2], "bottleneck_dim 8")
+    # a shape flag given must match the checkpoint (it used to be ignored); left out, it is the checkpoint's
+    _one_clear_line(*run(["evaluate", "perceiver", f["corpus"], *TINY, "--n_layer", "3", *ev], capsys)[::2],
+                    "has n_layer 2, not 3")
+    code, _, err = run(["evaluate", "perceiver", f["corpus"], "--no_tensorboard", "--quiet", *ev], capsys)
+    assert code == 0, err
     other = tmp_path / "other.txt"
     other.write_text(f["corpus"].read_text(encoding="utf-8") + "Q~\n", encoding="utf-8")
     _one_clear_line(*run(["evaluate", "perceiver", other, *TINY, "--bottleneck_dim", "8", *ev], capsys)[::2],
@@ -204,6 +209,17 @@ def test_demo_tiny_writes_the_table_and_report(tmp_path, capsys):
     # a second run skips every finished stage
     code, _, err = run(["demo", "--tiny", "--quiet", "--out", out], capsys)
     assert code == 0 and err.count("done earlier, skipped") == 5, err
+    # --seed seeds the training too, not only the world
+    code, _, err = run(["demo", "--tiny", "--quiet", "--out", tmp_path / "s3", "--seed", "3"], capsys)
+    assert code == 0 and (tmp_path / "s3" / "vanilla_pretrain_seed3.heldout.predictions").is_file(), err
+
+
+@pytest.mark.parametrize("argv", [["sample", "x.safetensors", "--prompt", "a", "--temperature", "0"],
+                                  ["demo", "--people", "0"], ["demo", "--threads", "-1"]])
+def test_zero_is_not_taken_for_not_given(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(argv)
+    assert e.value.code == 2 and "is not above 0" in capsys.readouterr().err
 
 
 @need(DATA / "wiki.txt")
@@ -245,3 +261,16 @@ def test_bench_rows_show_each_change(tiny_files):
     assert decode.sample_agrees and decode.n_questions == 2 and decode.perceiver_seconds > 0
     text = format_report(rows, decode, n_documents=10)
     assert "+ rows grouped by length" in text and "x vanilla" in text and "One pretraining epoch" in text
+
+
+@pytest.mark.parametrize("command, flag", [("pretrain", ["--finetune_frozen", "mlp"]),
+                                           ("finetune", ["--mix_pairs"]), ("finetune", ["--min_truncation", "64"]),
+                                           ("evaluate", ["--dropout", "0"]), ("evaluate", ["--max_epochs", "3"])])
+def test_a_flag_the_command_would_ignore_is_refused(command, flag, tiny_files, capsys, tmp_path):
+    argv = [command, "vanilla", tiny_files["corpus"], *TINY, *flag, "--reading_params_path", tmp_path / "x"]
+    if command == "evaluate":
+        argv += ["--eval_corpus_path", tiny_files["dev"], "--outputs_path", tmp_path / "y"]
+    else:
+        argv += ["--writing_params_path", tmp_path / "y", "--finetune_corpus_path", tiny_files["train"]]
+    _one_clear_line(*run(argv, capsys)[::2], f"has no use for {flag[0]}")
+    assert not (tmp_path / "y").exists()

@@ -88,13 +88,15 @@ def test_flags_replace_the_fields_of_their_stage():
     assert (r.pretrain_epochs, r.weight_decay) == (REFERENCE.pretrain_epochs, REFERENCE.weight_decay)
 
 
-def test_a_checkpoints_m_is_checked_only_when_asked(tiny_files, tmp_path):
+def test_a_checkpoints_shape_is_checked_only_when_asked(tiny_files, tmp_path):
     corpus = load_corpus(tiny_files["corpus"])
     small = REFERENCE.model_config(corpus.vocab_size, True)
     small = GPTConfig(**{**small.identity(), "n_layer": 2, "n_head": 2, "n_embd": 16, "bottleneck_dim": 8})
     path = tmp_path / "m8.safetensors"
     save_checkpoint(path, GPT(small), corpus.vocab)
-    model, _ = load_model(path, ModelSpec("perceiver", REFERENCE, pin_m=False), corpus, tiny_files["corpus"])
-    assert model.config.bottleneck_dim == 8  # no --bottleneck_dim: the checkpoint's m
-    with pytest.raises(FactgptError, match=f"bottleneck_dim 8, not {PERCEIVER_M}"):
-        load_model(path, ModelSpec("perceiver", REFERENCE), corpus, tiny_files["corpus"])
+    model, _ = load_model(path, ModelSpec("perceiver", REFERENCE, pinned=()), corpus, tiny_files["corpus"])
+    assert model.config.bottleneck_dim == 8 and model.config.n_layer == 2  # no shape flags: the checkpoint's
+    for pinned, problem in ((("bottleneck_dim",), f"bottleneck_dim 8, not {PERCEIVER_M}"),
+                            (("n_embd",), f"n_embd 16, not {REFERENCE.n_embd}")):
+        with pytest.raises(FactgptError, match=problem):
+            load_model(path, ModelSpec("perceiver", REFERENCE, pinned=pinned), corpus, tiny_files["corpus"])

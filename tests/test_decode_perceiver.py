@@ -1,4 +1,5 @@
-"""The perceiver's cached decoding (GPT.forward_cached) computes what its full forward computes."""
+"""The perceiver's cached decoding (GPT.forward_cached) computes what its full forward computes; predict
+decodes with its engine's attention."""
 
 from __future__ import annotations
 
@@ -80,3 +81,25 @@ def test_batched_answers_stop_where_the_full_answer_has_the_stop_id():
     for p, f, g in zip(prompts, full, got):
         new = f[len(p):]
         assert g == (p + new[: new.index(stop) + 1] if stop in new else f)
+
+
+@pytest.mark.parametrize("engine, impl", [("reference", "explicit"), ("fast", "sdpa")])
+def test_predict_decodes_with_its_engines_attention_and_restores_the_models(engine, impl, monkeypatch):
+    from factgpt.data import Question, Vocab
+    from factgpt.evaluate import predict
+    from factgpt.model import Attention
+
+    seen = set()
+    forward = Attention.forward
+
+    def spy(self, *a, **k):
+        seen.add(self.impl)
+        return forward(self, *a, **k)
+
+    monkeypatch.setattr(Attention, "forward", spy)
+    vocab = Vocab.from_text("Where was ab born?")
+    model = GPT(GPTConfig(vocab_size=len(vocab), block_size=32, n_layer=2, n_head=2, n_embd=16)).eval()
+    model.set_attention("explicit" if impl == "sdpa" else "sdpa")  # the other one, as mid-training
+    before = model.config.attn_impl
+    predict(model, [Question("Where was ab born?", None, 1)], vocab, engine=engine)
+    assert seen == {impl} and model.config.attn_impl == before

@@ -96,3 +96,24 @@ def test_more_local_ranks_than_gpus_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(FactgptError, match="local rank 1 but 1 CUDA device"):
         init_distributed(torch.device("cuda"))
+
+
+def test_the_reference_engine_under_torchrun_is_one_clear_error(monkeypatch):
+    import torch.distributed as dist
+
+    from factgpt.config import GPTConfig, TrainConfig
+    from factgpt.data import CharCorruptionDataset
+    from factgpt.errors import FactgptError
+    from factgpt.model import GPT
+    from factgpt.train import Trainer
+
+    from conftest import tiny_corpus
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
+    corpus = CharCorruptionDataset(tiny_corpus(), 64)
+    model = GPT(GPTConfig(vocab_size=corpus.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16))
+    with pytest.raises(FactgptError, match="fast engine only"):
+        Trainer(model, corpus, TrainConfig(max_epochs=1, batch_size=4, learning_rate=1e-3, engine="reference"),
+                progress=False)

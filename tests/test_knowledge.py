@@ -13,6 +13,7 @@ from factgpt.checkpoint import load_checkpoint
 from factgpt.cli import main
 from factgpt.config import REFERENCE, GPTConfig, TrainConfig
 from factgpt.data import CharCorruptionDataset, Corruption, MixedDataset, NameDataset, Question, read_questions
+from factgpt.errors import FactgptError
 from factgpt.model import GPT
 from factgpt.probe import ProbeItem, probe_items, run_probe, run_qa_probe, split_heldout
 from factgpt.recipes import BUDGETS
@@ -184,3 +185,13 @@ def test_pretrain_command_mixes_the_pairs_in_once(tiny_files, tmp_path, monkeypa
     assert [p["epoch"] for p in progress["probes"]] == [1, 2]
     assert all("answered" in p for p in progress["probes"])
     assert progress["tokens"] == 2 * (n_docs + 5) * 128  # what the two epochs showed
+
+
+@pytest.mark.parametrize("corruption, problem", [
+    (Corruption(max_truncation=113), "max_truncation 113 is outside 1-112"),
+    (Corruption(min_truncation=64, max_truncation=32), "min_truncation 64 is outside 1-32"),
+    (Corruption(min_truncation=0), "min_truncation 0"),
+    (Corruption(mask_fraction=1.5), "mask_fraction 1.5")])
+def test_corruption_outside_the_block_is_refused_not_clamped(corruption, problem):
+    with pytest.raises(FactgptError, match=problem):
+        CharCorruptionDataset(tiny_corpus(), 128, corruption=corruption)

@@ -13,7 +13,7 @@ from factgpt.config import REFERENCE, GPTConfig, TrainConfig
 from factgpt.data import CharCorruptionDataset, NameDataset
 from factgpt.errors import FactgptError
 from factgpt.model import GPT
-from factgpt.train import Trainer, lr_multiplier, parameter_groups
+from factgpt.train import Trainer, lr_multiplier, parameter_groups, resolve_precision
 
 from conftest import LONG, tiny_corpus, tiny_tsv
 
@@ -96,11 +96,13 @@ def _no_dropout(cfg: GPTConfig) -> GPTConfig:
     return cfg
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
 @pytest.mark.parametrize("layout", ["grouped", "packed"])
 @pytest.mark.parametrize("kind", ["pretrain", "finetune"])
-def test_reference_and_fast_paths_take_the_same_steps(kind, layout):
+def test_reference_and_fast_paths_take_the_same_steps(kind, layout, shuffle):
     """Without dropout, both paths see the same examples and compute the same update (fp32), whether
-    the fast path groups examples by length or packs several to a row."""
+    the fast path groups examples by length or packs several to a row, in file order or shuffled
+    (the reference path once ignored `shuffle`)."""
     text = LONG + "\n" + tiny_corpus()
     corpus = CharCorruptionDataset(text, 64)
     ds = corpus if kind == "pretrain" else NameDataset(corpus, tiny_tsv())
@@ -110,7 +112,7 @@ def test_reference_and_fast_paths_take_the_same_steps(kind, layout):
     for path in ("reference", "fast"):
         model = copy.deepcopy(base)
         tc = TrainConfig(max_epochs=2, batch_size=4, learning_rate=1e-3, final_tokens=10_000, engine=path,
-                         precision="fp32", layout=layout, group_tokens=64)
+                         precision="fp32", layout=layout, group_tokens=64, shuffle=shuffle)
         st = Trainer(model, ds, tc, progress=False).train()
         results[path] = (st, model)
     (st_r, m_r), (st_f, m_f) = results["reference"], results["fast"]
@@ -137,6 +139,18 @@ def test_bf16_autocast_runs_and_learns():
     tc = TrainConfig(max_epochs=30, batch_size=8, learning_rate=3e-3, final_tokens=10**9, precision="bf16")
     st = Trainer(model, names, tc, progress=False).train()
     assert st.losses[-1] < 0.5 * st.losses[0]
+
+
+def test_bf16_where_unsupported_runs_and_says_fp32(monkeypatch):
+    # a CPU without AVX512: the run must not say bf16 of a computation in fp32
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    cpu = torch.device("cpu")
+    assert resolve_precision("bf16", cpu) == "fp32" and resolve_precision("fp32", cpu) == "fp32"
+    corpus = CharCorruptionDataset(tiny_corpus(), 64)
+    model = GPT(GPTConfig(vocab_size=corpus.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16))
+    tc = TrainConfig(max_epochs=1, batch_size=8, learning_rate=1e-3, final_tokens=10**9, precision="bf16")
+    trainer = Trainer(model, NameDataset(corpus, tiny_tsv()), tc, progress=False)
+    assert trainer.precision == "fp32"
 
 
 def test_compile_falls_back_to_eager_when_compilation_fails(monkeypatch):

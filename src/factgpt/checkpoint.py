@@ -144,16 +144,20 @@ def _check_tensors(ckpt: Checkpoint, path: Path) -> None:
 
 
 def check_compatible(ckpt: Checkpoint, path: str | Path, *, variant: str,
-                     bottleneck_dim: int | None, vocab: Vocab, corpus: str | Path) -> None:
-    """Refuse a checkpoint of another variant, bottleneck size or vocabulary, with one line."""
+                     shape: dict[str, int], vocab: Vocab, corpus: str | Path) -> None:
+    """Refuse, with one line, a checkpoint of another variant or vocabulary, or one whose shape
+    fields (n_layer, n_head, n_embd, bottleneck_dim) differ from the values in `shape`."""
     c = ckpt.config
     if c.variant != variant:
         raise FactgptError(f"this is a {c.variant} checkpoint, but the {variant} variant was asked "
                            "for", path=path, hint=f"run with `{c.variant}`")
-    if c.perceiver and bottleneck_dim is not None and c.bottleneck_dim != bottleneck_dim:
-        raise FactgptError(f"this perceiver checkpoint has bottleneck_dim {c.bottleneck_dim}, "
-                           f"not {bottleneck_dim}", path=path,
-                           hint=f"pass --bottleneck_dim {c.bottleneck_dim}")
+    for name, want in shape.items():
+        if name == "bottleneck_dim" and not c.perceiver:
+            continue  # the vanilla model has no m
+        got = getattr(c, name)
+        if got != want:
+            raise FactgptError(f"this {c.variant} checkpoint has {name} {got}, not {want}", path=path,
+                               hint=f"pass --{name} {got}, or leave --{name} out to take the checkpoint's")
     if ckpt.vocab is not None and ckpt.vocab != vocab:
         raise FactgptError(f"the checkpoint's vocabulary ({len(ckpt.vocab)} symbols) differs from "
                            f"that of {corpus} ({len(vocab)} symbols)", path=path,

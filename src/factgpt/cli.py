@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from factgpt.config import BLOCK_SIZE, REFERENCE, Recipe, TrainConfig  # no torch
+from factgpt.config import BLOCK_SIZE, REFERENCE, SHAPE_FIELDS, Recipe, TrainConfig  # no torch
 from factgpt.errors import FactgptError
 from factgpt.recipes import BUDGETS, DEMO  # no torch
 
@@ -37,6 +37,17 @@ VARIANTS = ("vanilla", "perceiver")
 
 GROUP_TOKENS_HELP = (f"ids per group of the fast engine's length-grouped batches ({TrainConfig.group_tokens}); "
                      "larger groups mean fewer, larger kernel launches, which suits a GPU; the arithmetic is the same")
+
+
+def positive(kind: type):
+    """An argparse type for a number above 0 (a 0 would otherwise pass for "not given")."""
+    def parse(text: str):
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text} is not above 0")
+        return value
+    parse.__name__ = f"positive {kind.__name__}"  # what argparse's message calls the type
+    return parse
 
 
 def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
@@ -74,9 +85,12 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
                    help="write a resume point (model, optimizer, RNG, position) every N steps (200; 0: never)")
     g.add_argument("--resume", action="store_true",
                    help="continue from WRITING_PARAMS_PATH.resume if an interrupted run left one")
-    g.add_argument("--n_layer", type=int, default=None, help=f"transformer blocks ({R.n_layer})")
-    g.add_argument("--n_head", type=int, default=None, help=f"attention heads ({R.n_head})")
-    g.add_argument("--n_embd", type=int, default=None, help=f"embedding width ({R.n_embd})")
+    g.add_argument("--n_layer", type=int, default=None,
+                   help=f"transformer blocks ({R.n_layer}; from a checkpoint: the checkpoint's)")
+    g.add_argument("--n_head", type=int, default=None,
+                   help=f"attention heads ({R.n_head}; from a checkpoint: the checkpoint's)")
+    g.add_argument("--n_embd", type=int, default=None,
+                   help=f"embedding width ({R.n_embd}; from a checkpoint: the checkpoint's)")
     g.add_argument("--seed", type=int, default=0, help="seed for init, dropout and corruption draws (0)")
     g.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
     g.add_argument("--engine", "--path", dest="engine", choices=("fast", "reference"), default="fast",
@@ -84,8 +98,10 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
                    "computation; --path is its former name")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
                    help=f"{R.precision} by default. auto: bf16 autocast where the hardware runs bf16 matmuls "
-                   "natively, else fp32 (the reference engine: fp32); fp32: the reference arithmetic; bf16")
-    g.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+                   "natively, else fp32 (the reference engine: fp32); fp32: the reference arithmetic; bf16: autocast "
+                   "where supported (GPUs, AVX512 CPUs), else fp32; the run reports which")
+    g.add_argument("--threads", type=positive(int), default=None,
+                   help="CPU threads for torch (default: torch's choice)")
     g.add_argument("--dropout", type=float, default=None, help=f"all three dropouts (reference: {R.dropout:g})")
     g.add_argument("--weight_decay", type=float, default=None,
                    help=f"AdamW weight decay of the stage run (reference: {R.weight_decay:g})")
@@ -135,15 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group_tokens", type=int, default=None,
                    help="also time the default fast path with groups of this many ids (e.g. 16384: one "
                    "group per pretraining batch, fewer kernel launches on a GPU)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=positive(int), default=None, help="CPU threads for torch")
 
     p = sub.add_parser("demo", help="the study's table on a generated world of fictional biographies (minutes)")
     p.add_argument("--out", default="demo_out", help="folder for the world, checkpoints and report (demo_out)")
     p.add_argument("--seed", type=int, default=0, help="seed of the world and of training (0)")
-    p.add_argument("--people", type=int, default=None, help="people in the world (default 100)")
-    p.add_argument("--pretrain_epochs", type=int, default=None, help="pretraining epochs (80; perceiver: half)")
+    p.add_argument("--people", type=positive(int), default=None, help="people in the world (default 100)")
+    p.add_argument("--pretrain_epochs", type=positive(int), default=None,
+                   help="pretraining epochs (80; perceiver: half)")
     p.add_argument("--tiny", action="store_true", help="a seconds-long run that checks the plumbing")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=positive(int), default=None, help="CPU threads for torch")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("reproduce", help="the study's table on the real data, stage by stage, with a report")
@@ -171,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "from its last one (200)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--group_tokens", type=int, default=None, help=GROUP_TOKENS_HELP)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=positive(int), default=None, help="CPU threads for torch")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("attention-lab", help="the attention-exploration answers, measured, checked and drawn")
@@ -190,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("params", help="checkpoint (factgpt, or a reference .params with --pretrain_corpus)")
     p.add_argument("--prompt", required=True, help="text to continue; `prefix⁇suffix⁇` asks for the missing span")
     p.add_argument("--steps", type=int, default=64, help="characters to generate (64)")
-    p.add_argument("--temperature", type=float, default=None, help="sample at this temperature (default: greedy)")
+    p.add_argument("--temperature", type=positive(float), default=None,
+                   help="sample at this temperature (default: greedy)")
     p.add_argument("--top_k", type=int, default=None, help="sample among the k most likely characters")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling (0)")
     p.add_argument("--pretrain_corpus", default=None, help="corpus giving the vocabulary of a reference checkpoint")
@@ -225,6 +243,24 @@ def _require(args, *names: str) -> None:
     for n in names:
         if getattr(args, n) is None:
             raise FactgptError(f"`factgpt {args.command}` needs --{n}")
+
+
+# Flags of the shared study parser that a command has no use for: given, they are refused rather
+# than ignored. Pretraining and finetuning keep their own stage's settings.
+_CORRUPTION_FLAGS = ("min_truncation", "max_truncation", "mask_fraction")
+_PRETRAIN_ONLY = ("pretrain_lr", "mix_pairs", "probe_every", *_CORRUPTION_FLAGS)
+NOT_FOR = {
+    "pretrain": ("finetune_lr", "finetune_frozen"),
+    "finetune": _PRETRAIN_ONLY,
+    "evaluate": (*_PRETRAIN_ONLY, "finetune_lr", "finetune_frozen", "max_epochs", "batch_size", "final_tokens",
+                 "weight_decay", "dropout", "writing_params_path", "shuffle", "resume"),
+}
+
+
+def _refuse_unused(args) -> None:
+    for n in NOT_FOR.get(args.command, ()):
+        if getattr(args, n) is not None and getattr(args, n) is not False:  # 0 is given
+            raise FactgptError(f"`factgpt {args.command}` has no use for --{n}", hint="leave it out")
 
 
 def recipe_of(args) -> Recipe:
@@ -287,9 +323,10 @@ def _runtime(args) -> _Runtime:
     world, device = init_distributed(device)  # torchrun: one process per device, global batch split
     if world > 1 and args.command == "evaluate":
         raise FactgptError("evaluate runs in one process", hint="run it without torchrun")
+    _refuse_unused(args)
     recipe = recipe_of(args)
-    # a checkpoint's m is checked only when --bottleneck_dim is given
-    spec = ModelSpec(args.variant, recipe, pin_m=args.bottleneck_dim is not None)
+    # a checkpoint's shape is checked against the shape flags given; the others are the checkpoint's
+    spec = ModelSpec(args.variant, recipe, pinned=tuple(f for f in SHAPE_FIELDS if getattr(args, f) is not None))
     return _Runtime(device, world, recipe, spec, progress=not args.quiet)
 
 
@@ -436,7 +473,7 @@ def _demo(args) -> int:
           "whose birthplaces only the pretraining corpus tells", file=sys.stderr)
     run = TableRun(Files(paths["corpus"], paths["train"], paths["heldout"]), recipe, out,
                    progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
-    summary = summarize(run.run(seeds=1))
+    summary = summarize(run.run(seeds=1, first_seed=args.seed))
     write_report(out, summary, run.records, title="factgpt demo: a fictional world",
                  budget_note=f"Held-out accuracy on {len(world.heldout)} people seen only in pretraining "
                  f"(recipe `{recipe.name}`, seed {args.seed}).", published=None)

@@ -17,6 +17,8 @@ from factgpt.errors import FactgptError
 
 BLOCK_SIZE = 128  # the study's context length, fixed in the reference run.py
 PERCEIVER_M = 64  # the perceiver's latent length m (the reference's perceiver commands use 64)
+# the model's shape fields a command may set and a checkpoint it reads must then match
+SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "bottleneck_dim")
 
 
 @dataclass
@@ -83,7 +85,8 @@ class TrainConfig:
     engine: Literal["fast", "reference"] = "fast"
     # "auto": bf16 autocast where the hardware runs bf16 matmuls natively (AVX512-BF16/AMX CPUs,
     # bf16-capable GPUs) on the fast engine, fp32 elsewhere and on the reference engine; "fp32": the
-    # reference arithmetic; "bf16": autocast wherever torch supports it.
+    # reference arithmetic; "bf16": autocast where supported (GPUs, AVX512 CPUs), fp32 elsewhere (the
+    # records name what ran).
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     # How the fast engine lays out a batch: "grouped" (examples of similar length together, each
     # group trimmed to its longest) or "packed" (several examples per row, block-diagonal mask).

@@ -53,16 +53,23 @@ def answer_from(completion: str) -> str:
 
 def predict(model: GPT, questions: list[Question], vocab: Vocab, *, engine: str = "fast",
             source: str | Path | None = None, progress=None) -> list[str]:
-    """Greedy answers for every question: batched with a KV cache (engine "fast") or one at a time
-    without a cache (engine "reference"; `progress` wraps the questions, e.g. tqdm)."""
+    """Greedy answers for every question: batched with a KV cache and fused attention (engine
+    "fast") or one at a time without a cache, with the reference's explicit attention (engine
+    "reference"; `progress` wraps the questions, e.g. tqdm). The model's attention is restored
+    after, as a probe asks a model in the middle of training."""
     if engine not in ("fast", "reference"):
         raise ValueError(f"no engine {engine!r}: fast or reference")
     prompts = encode_prompts(questions, vocab, model.get_block_size(), source)
-    if engine == "fast":
-        outs = generate_batched(model, prompts, ANSWER_STEPS)
-    else:
-        it = progress(prompts) if progress else prompts
-        outs = [generate_reference(model, p, ANSWER_STEPS) for p in it]
+    before = model.config.attn_impl
+    model.set_attention("sdpa" if engine == "fast" else "explicit")
+    try:
+        if engine == "fast":
+            outs = generate_batched(model, prompts, ANSWER_STEPS)
+        else:
+            it = progress(prompts) if progress else prompts
+            outs = [generate_reference(model, p, ANSWER_STEPS) for p in it]
+    finally:
+        model.set_attention(before)
     return [answer_from(vocab.decode(o)) for o in outs]
 
 

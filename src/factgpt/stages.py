@@ -27,6 +27,7 @@ from factgpt.config import (
     BLOCK_SIZE,
     REFERENCE,
     REFERENCE_CORRUPTION,
+    SHAPE_FIELDS,
     Corruption,
     GPTConfig,
     Recipe,
@@ -53,11 +54,11 @@ from factgpt.train import Trainer, TrainingData, TrainState
 @dataclass(frozen=True)
 class ModelSpec:
     """The model a command asks for: the `variant` of the recipe's model. A checkpoint it starts from
-    or evaluates must be of that variant and, when `pin_m`, of the recipe's m (otherwise any m: the
-    checkpoint's)."""
+    or evaluates must be of that variant and have the recipe's value of each `pinned` shape field
+    (the ones a command was given); the others are the checkpoint's."""
     variant: str = "vanilla"
     recipe: Recipe = REFERENCE
-    pin_m: bool = True
+    pinned: tuple[str, ...] = SHAPE_FIELDS
 
     def config(self, vocab_size: int) -> GPTConfig:
         return self.recipe.model_config(vocab_size, self.variant == "perceiver")
@@ -96,7 +97,7 @@ def load_model(params_path: str | Path, spec: ModelSpec, corpus: CharCorruptionD
                corpus_path: str | Path) -> tuple[GPT, Checkpoint]:
     ckpt = load_checkpoint(params_path, n_head=spec.recipe.n_head)
     check_compatible(ckpt, params_path, variant=spec.variant,
-                     bottleneck_dim=spec.recipe.bottleneck_dim if spec.pin_m else None, vocab=corpus.vocab,
+                     shape={f: getattr(spec.recipe, f) for f in spec.pinned}, vocab=corpus.vocab,
                      corpus=corpus_path)
     return ckpt.build_model(), ckpt
 

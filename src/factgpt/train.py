@@ -1,11 +1,12 @@
 """Training: the reference's optimisation, run on one of two engines.
 
 Both engines take the examples in file order every epoch (the reference's DataLoader does not
-shuffle), compute the same loss (mean cross-entropy over the non-PAD targets of the batch), and
-use the same learning rate at every step: AdamW with decay on every parameter whose name has no
-"bias", gradient-norm clipping, and the reference's token-counted schedule, in which the counter
-grows by batch * sequence length per step, padding included, and the new rate is set *after* the
-step (so the first step runs at the full rate).
+shuffle), or with `shuffle` in the same seeded order per epoch, compute the same loss (mean
+cross-entropy over the non-PAD targets of the batch), and use the same learning rate at every
+step: AdamW with decay on every parameter whose name has no "bias", gradient-norm clipping, and
+the reference's token-counted schedule, in which the counter grows by batch * sequence length per
+step, padding included, and the new rate is set *after* the step (so the first step runs at the
+full rate).
 
 - engine="reference": a DataLoader over __getitem__, padded rows, explicit attention, for-each
   AdamW: the reference's computation, kept to measure against.
@@ -143,10 +144,14 @@ def bf16_native(device: torch.device) -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device, engine: str = "fast") -> str:
-    """The precision a run computes in: "auto" becomes bf16 where bf16 is native on the fast engine."""
-    if precision != "auto":
-        return precision
-    return "bf16" if engine == "fast" and bf16_native(device) else "fp32"
+    """The precision a run computes in, which its records name: "auto" becomes bf16 where bf16 is
+    native on the fast engine; "bf16" stays bf16 where bf16 autocast is supported at all, and is
+    fp32 elsewhere (a CPU without AVX512), so a record never says bf16 of a run in fp32."""
+    if precision == "auto":
+        return "bf16" if engine == "fast" and bf16_native(device) else "fp32"
+    if precision == "bf16" and not bf16_supported(device):
+        return "fp32"
+    return precision
 
 
 EVENTS = ("on_step_end", "on_epoch_end", "on_checkpoint")
@@ -179,7 +184,8 @@ class Trainer:
         self.writer = writer if self.rank == 0 else None  # logs and progress from rank 0 only
         self.progress = progress and self.rank == 0
         if self.world > 1 and not fast:
-            raise ValueError("multi-process training runs the fast engine only")
+            raise FactgptError("multi-process training runs the fast engine only",
+                               hint="leave out --engine reference, or run without torchrun")
         # What forward runs: `unoptimized_model` is the model, DDP-wrapped under torchrun; `net` is
         # that compiled (--compile) or the same object, and falls back to it if compiling fails.
         self.unoptimized_model: torch.nn.Module = model
@@ -216,7 +222,7 @@ class Trainer:
         self.should_stop = True
 
     def _autocast(self):
-        if self.precision == "bf16" and bf16_supported(self.device):
+        if self.precision == "bf16":  # resolve_precision said the device supports it
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -233,10 +239,21 @@ class Trainer:
             return self._reference_batches(first_batch)
         return ((self._layout(x, y), n, t) for x, y, n, t in self._global_batches(first_batch))
 
+    def _epoch_order(self) -> torch.Tensor:
+        """This epoch's example order: file order, or (shuffle, and always with several processes)
+        a permutation seeded by the seed and the epoch, the same in every process and on resuming."""
+        n = len(self.dataset)
+        if self.config.shuffle or self.world > 1:
+            return torch.randperm(n, generator=torch.Generator().manual_seed(self.config.seed * 100_003
+                                                                             + self.state.epoch))
+        return torch.arange(n)
+
     def _reference_batches(self, first_batch: int):
-        """The reference's DataLoader over __getitem__: padded rows in file order."""
+        """The reference's DataLoader over __getitem__: padded rows in file order (or the fast
+        engine's seeded order with `shuffle`)."""
         cfg, ds = self.config, self.dataset
-        rest = Subset(ds, range(first_batch * cfg.batch_size, len(ds))) if first_batch else ds
+        order = self._epoch_order()[first_batch * cfg.batch_size:]
+        rest = Subset(ds, order.tolist()) if first_batch or cfg.shuffle else ds
         for x, y in DataLoader(rest, batch_size=cfg.batch_size, shuffle=False, num_workers=0):
             yield [{"idx": x.to(self.device), "targets": y.to(self.device)}], x.shape[0], int((y != PAD_ID).sum())
 
@@ -245,9 +262,7 @@ class Trainer:
         order or a seeded order per epoch, then cut to this process's slice."""
         cfg, ds = self.config, self.dataset
         n = len(ds)
-        order = torch.arange(n)
-        if cfg.shuffle or self.world > 1:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + self.state.epoch))
+        order = self._epoch_order()
         for start in range(first_batch * cfg.batch_size, n, cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
             x, y = ds.draw_batch(idx)
