@@ -20,6 +20,7 @@ from factgpt.reproduce import (
     TableRun,
     budget_note,
     compare,
+    format_table,
     row_stages,
     same_recipe,
     spread,
@@ -105,7 +106,9 @@ def test_summary_is_one_line_per_row_over_its_seeds():
     assert [(r.key, r.seeds) for r in rows] == [("baseline", 1), ("vanilla_pretrain", 2)]
     v = rows[1]
     assert v.mean == pytest.approx(21.0) and v.percents == [20.0, 22.0] and v.sd == pytest.approx(2 ** 0.5)
-    assert (v.correct, v.total, v.interval) == (100, 500, wilson(100, 500))  # the first seed's
+    assert (v.correct, v.total) == (100, 500)  # the first seed's (its answers are the ones listed)
+    assert v.interval == wilson(210, 1000)  # every seed's answers pooled: it brackets the mean
+    assert "21.0% ± 1.4 (2 seeds: 20.0%, 22.0%)" in format_table(rows)
 
 
 @pytest.mark.parametrize("recipe", [*BUDGETS.values(), DEMO,

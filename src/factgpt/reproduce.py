@@ -405,20 +405,22 @@ class RowSummary:
     sd: float  # its standard deviation over seeds (0 for one seed)
     correct: int  # the first seed's correct answers
     total: int  # questions
-    interval: tuple[float, float]  # the first seed's 95% interval, in percent
+    interval: tuple[float, float]  # 95% interval, in percent, of every seed's answers pooled
     percents: list[float]  # every seed's accuracy
     spread: Spread | None = None  # the first seed's answers
 
     @classmethod
     def of(cls, results: list[RowResult]) -> RowSummary:
         first, pcts = results[0], [r.percent for r in results]
+        # the interval pools the seeds' answers, so it brackets their mean (over equal question sets)
+        pooled = wilson(sum(r.correct for r in results), sum(r.total for r in results))
         return cls(first.key, ROW_TITLES[first.key], len(results), statistics.mean(pcts),
                    statistics.stdev(pcts) if len(pcts) > 1 else 0.0, first.correct, first.total,
-                   wilson(first.correct, first.total), pcts, first.spread)
+                   pooled, pcts, first.spread)
 
 
 def summarize(results: list[RowResult]) -> list[RowSummary]:
-    """One line per row key: mean, spread over seeds, and the 95% interval of the first seed."""
+    """One line per row key: mean, spread over seeds, and the 95% interval of their pooled answers."""
     return [RowSummary.of([r for r in results if r.key == key]) for key in dict.fromkeys(r.key for r in results)]
 
 
@@ -441,7 +443,7 @@ def format_table(summary: list[RowSummary], published: dict | None = None) -> st
     for s in summary:
         acc = f"{s.mean:.1f}%"
         if s.seeds > 1:
-            acc += f" ± {s.sd:.1f} ({s.seeds} seeds)"
+            acc += f" ± {s.sd:.1f} ({s.seeds} seeds: {', '.join(f'{p:.1f}%' for p in s.percents)})"
         else:
             acc += f" ({s.correct}/{s.total})"
         lo, hi = s.interval
@@ -512,12 +514,15 @@ def draw_accuracy(summary: list[RowSummary], published: dict | None, path: Path)
     labels = [s.title for s in summary]
     ys = [s.mean for s in summary]
     errs = [[s.mean - s.interval[0] for s in summary], [s.interval[1] - s.mean for s in summary]]
-    ax.barh(labels, ys, xerr=errs, color="#4a7", label="factgpt (95% interval)")
+    ax.barh(labels, ys, xerr=errs, color="#4a7", label="factgpt (mean over seeds, 95% interval)")
+    several = [(p, s.title) for s in summary if s.seeds > 1 for p in s.percents]
+    if several:  # each seed's own accuracy
+        ax.scatter(*zip(*several), color="#174", marker="|", s=120, zorder=3, label="each seed")
     if published:
         ax.scatter([100 * published[s.key][0] / published[s.key][1] for s in summary], labels,
                    color="k", zorder=3, label="published")
     ax.set_xlabel("accuracy (%)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
