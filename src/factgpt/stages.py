@@ -268,7 +268,7 @@ def load_for_inference(params_path, corpus_path=None, *, n_head: int = 8, device
     ckpt = load_checkpoint(params_path, n_head=n_head)
     if corpus_path is not None:
         vocab = load_corpus(corpus_path).vocab
-        check_compatible(ckpt, params_path, variant=ckpt.config.variant, bottleneck_dim=None, vocab=vocab,
+        check_compatible(ckpt, params_path, variant=ckpt.config.variant, shape={}, vocab=vocab,
                          corpus=corpus_path)
     elif ckpt.vocab is not None:
         vocab: Vocab = ckpt.vocab
