@@ -44,6 +44,9 @@ ROW_GROUPS=${ROW_GROUPS:-baseline vanilla_nopretrain;vanilla_pretrain;perceiver_
 RECIPES=${RECIPES:-benchmarks/heldout_recipes.txt}
 NAMES=${NAMES:-}  # the recipes to run (default: every one in $RECIPES)
 KEEP=${KEEP:-}  # recipe names whose pretrained models come back
+# a trial of the heldout step on a CPU (DEVICE=cpu): each recipe pretrained for this many epochs and
+# finetuned for one, instead of the recipe's own (empty: the recipes as written)
+TRY_EPOCHS=${TRY_EPOCHS:-}
 # seconds kept after each pretraining for its held-out QA (a process start, twice 10 finetuning epochs and
 # 200 answers on a shared GPU): pretraining stops this long before the deadline
 QA_RESERVE=${QA_RESERVE:-120}
@@ -96,6 +99,8 @@ if has heldout; then
     mkdir -p "$RUNS/heldout"
     t=$(left $((30 + QA_RESERVE)))
     launched=0
+    trial=() qa_trial=()
+    [ -n "$TRY_EPOCHS" ] && trial=(--max_epochs "$TRY_EPOCHS") qa_trial=(--epochs 1)
     while read -r name variant ft_dropout flags; do
         [[ -z "$name" || "$name" == \#* ]] && continue
         [[ -n "$NAMES" && " $NAMES " != *" $name "* ]] && continue
@@ -106,14 +111,14 @@ if has heldout; then
         { echo "recipe $name: $variant $flags"
           timeout "$t" $py -m factgpt pretrain "$variant" "$SHARED/data/wiki.txt" --writing_params_path "$ckpt" \
               --finetune_corpus_path "$SHARED/data/birth_places_train.tsv" --probe_every 25 --device "$DEVICE" \
-              --group_tokens 16384 --threads 1 --no_tensorboard --quiet $flags
+              --group_tokens 16384 --threads 1 --no_tensorboard --quiet $flags "${trial[@]}"
           rc=$?
           echo "pretraining exit $rc"
           for f in "$ckpt" "$ckpt.resume"; do  # the curve, also of a run stopped in time
               [ -f "$f" ] && timeout 60 $py benchmarks/probe_curve.py "$f" && break
           done
           [ $rc -eq 0 ] && timeout "$(left 10)" $py benchmarks/heldout_finetune.py --data-dir "$SHARED/data" \
-              --params "$ckpt" --dropouts "$ft_dropout" --freeze '' 'mlp|emb' --device "$DEVICE"
+              --params "$ckpt" --dropouts "$ft_dropout" --freeze '' 'mlp|emb' --device "$DEVICE" "${qa_trial[@]}"
         } > "$RUNS/heldout/$name.log" 2>&1 &
     done < "$RECIPES"
     [ $launched -eq 0 ] && echo "heldout: no recipe of $RECIPES is named in NAMES=$NAMES" >> "$OUT/env.txt"
