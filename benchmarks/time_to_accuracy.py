@@ -43,20 +43,23 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_probe, ax_dev) = plt.subplots(1, 2, figsize=(10, 4))
+    palette = plt.get_cmap("tab20").colors
+    n = 0
     for spec in args.runs:
         label, folder = spec.split("=", 1)
         for r in rows(Path(folder)):
-            name = f"{label}: {r['tag']}"
+            name, color = f"{label}: {r['tag']}", palette[n % len(palette)]  # one colour per run in both panels
+            n += 1
             if r["probes"]:
-                line, = ax_probe.plot([p["seconds"] / 60 for p in r["probes"]],
-                                      [100 * p["known"] for p in r["probes"]], marker="o", markersize=3, label=name)
+                ax_probe.plot([p["seconds"] / 60 for p in r["probes"]], [100 * p["known"] for p in r["probes"]],
+                              marker="o", markersize=3, color=color, label=name)
                 asked = [p for p in r["probes"] if "answered" in p]  # pairs mixed in: the question itself
                 if asked:
                     ax_probe.plot([p["seconds"] / 60 for p in asked], [100 * p["answered"] for p in asked],
-                                  marker="s", markersize=3, linestyle="--", color=line.get_color(),
+                                  marker="s", markersize=3, linestyle="--", color=color,
                                   label=f"{name}, question answered")
             if r["dev"] is not None:
-                ax_dev.scatter([r["minutes"]], [r["dev"]], label=name, zorder=3)
+                ax_dev.scatter([r["minutes"]], [r["dev"]], color=color, label=name, zorder=3)
                 print(f"{name}: dev {r['dev']:.1f}% after {r['minutes']:.1f} min end to end"
                       + (f"; last probe {100 * r['probes'][-1]['known']:.1f}%" if r["probes"] else ""))
     ax_dev.axhline(23.8, color="k", linestyle="--", linewidth=0.8, label="published, 650 epochs (23.8%)")
