@@ -43,7 +43,7 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_probe, ax_dev) = plt.subplots(1, 2, figsize=(10, 4))
-    palette = plt.get_cmap("tab20").colors
+    palette = plt.get_cmap("tab10").colors
     n = 0
     for spec in args.runs:
         label, folder = spec.split("=", 1)

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from factgpt.checkpoint import load_checkpoint, resume_path_for
-from factgpt.cli import build_parser, recipe_of, train_config_of
+from factgpt.cli import _refuse_unused, build_parser, recipe_of, train_config_of
 from factgpt.config import REFERENCE
 from factgpt.recipes import BUDGETS, DEMO
 from factgpt.reproduce import (
@@ -107,7 +107,7 @@ def test_summary_is_one_line_per_row_over_its_seeds():
     v = rows[1]
     assert v.mean == pytest.approx(21.0) and v.percents == [20.0, 22.0] and v.sd == pytest.approx(2 ** 0.5)
     assert (v.correct, v.total) == (100, 500)  # the first seed's (its answers are the ones listed)
-    assert v.interval == wilson(210, 1000)  # every seed's answers pooled: it brackets the mean
+    assert v.interval == (wilson(100, 500)[0], wilson(110, 500)[1])  # the seeds' intervals together
     assert "21.0% ± 1.4 (2 seeds: 20.0%, 22.0%)" in format_table(rows)
 
 
@@ -127,6 +127,7 @@ def test_each_stage_command_line_parses_back_into_its_configs(recipe, tmp_path):
                 assert (args.command, args.variant, args.pretrain_corpus_path) == (
                     stage.command, stage.variant, str(files.corpus))
                 assert args.reading_params_path == stage.reads
+                _refuse_unused(args)  # the recorded command passes no flag its command refuses
                 cli_recipe = recipe_of(args)
                 if stage.command == "evaluate":
                     assert (args.eval_corpus_path, args.outputs_path) == (str(files.eval), stage.outputs)

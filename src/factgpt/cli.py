@@ -102,7 +102,8 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
                    "where supported (GPUs, AVX512 CPUs), else fp32; the run reports which")
     g.add_argument("--threads", type=positive(int), default=None,
                    help="CPU threads for torch (default: torch's choice)")
-    g.add_argument("--dropout", type=float, default=None, help=f"all three dropouts (reference: {R.dropout:g})")
+    g.add_argument("--dropout", type=float, default=None,
+                   help=f"all three dropouts (reference: {R.dropout:g}; also replaces a checkpoint's)")
     g.add_argument("--weight_decay", type=float, default=None,
                    help=f"AdamW weight decay of the stage run (reference: {R.weight_decay:g})")
     k = p.add_argument_group("pretraining objective and knowledge probe")
@@ -249,11 +250,13 @@ def _require(args, *names: str) -> None:
 # than ignored. Pretraining and finetuning keep their own stage's settings.
 _CORRUPTION_FLAGS = ("min_truncation", "max_truncation", "mask_fraction")
 _PRETRAIN_ONLY = ("pretrain_lr", "mix_pairs", "probe_every", *_CORRUPTION_FLAGS)
+# Both learning rates name the TensorBoard run (as the reference's run.py does), so both are taken.
 NOT_FOR = {
-    "pretrain": ("finetune_lr", "finetune_frozen"),
-    "finetune": _PRETRAIN_ONLY,
+    "pretrain": ("finetune_frozen",),
+    "finetune": ("mix_pairs", "probe_every", *_CORRUPTION_FLAGS),
     "evaluate": (*_PRETRAIN_ONLY, "finetune_lr", "finetune_frozen", "max_epochs", "batch_size", "final_tokens",
-                 "weight_decay", "dropout", "writing_params_path", "shuffle", "resume"),
+                 "weight_decay", "dropout", "writing_params_path", "shuffle", "resume", "precision",
+                 "group_tokens", "compile", "finetune_corpus_path"),
 }
 
 

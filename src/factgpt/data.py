@@ -183,13 +183,14 @@ class CharCorruptionDataset(Dataset):
         if corruption.max_truncation is not None:
             if not 1 <= corruption.max_truncation <= self.max_len:
                 raise FactgptError(f"max_truncation {corruption.max_truncation} is outside 1-{self.max_len}, "
-                                   f"what a block of {block_size} allows", hint=f"pass at most {self.max_len}")
+                                   f"what a block of {block_size} allows", hint=f"pass 1 to {self.max_len}")
             self.max_len = corruption.max_truncation
         if not 1 <= corruption.min_truncation <= self.max_len:
             raise FactgptError(f"min_truncation {corruption.min_truncation} is outside 1-{self.max_len} "
-                               "(the longest truncation)", hint=f"pass at most {self.max_len}")
+                               "(the longest truncation)", hint=f"pass 1 to {self.max_len}")
         if not 0 < corruption.mask_fraction <= 1:
-            raise FactgptError(f"mask_fraction {corruption.mask_fraction:g} is outside (0, 1]")
+            raise FactgptError(f"mask_fraction {corruption.mask_fraction:g} is outside (0, 1]",
+                               hint="the reference's is 0.5")
         self.min_len = corruption.min_truncation
         # First max_len ids of every document, PAD-filled, so batches are built by indexing.
         self._lengths = torch.tensor([min(len(d), self.max_len) for d in self.data])

@@ -249,8 +249,9 @@ class GPT(nn.Module):
 
     def set_dropout(self, p: float) -> None:
         """All three dropouts to `p`, in the config (which a checkpoint records) and every module.
-        A finetuning that starts from a checkpoint runs at its own recipe's dropout, as the
-        reference's does (its state dicts carry no dropout; its GPTConfig says 0.1)."""
+        Training that starts from a checkpoint (finetuning, or more pretraining) runs at its own
+        recipe's dropout, as the reference's finetuning does (its state dicts carry no dropout; its
+        GPTConfig says 0.1)."""
         c = self.config
         c.embd_pdrop = c.resid_pdrop = c.attn_pdrop = p
         for m in self.modules():

@@ -405,22 +405,25 @@ class RowSummary:
     sd: float  # its standard deviation over seeds (0 for one seed)
     correct: int  # the first seed's correct answers
     total: int  # questions
-    interval: tuple[float, float]  # 95% interval, in percent, of every seed's answers pooled
+    interval: tuple[float, float]  # 95% interval in percent; several seeds: from the lowest seed's low end
+    # to the highest seed's high end (their answers are not independent draws, so not pooled)
     percents: list[float]  # every seed's accuracy
     spread: Spread | None = None  # the first seed's answers
 
     @classmethod
     def of(cls, results: list[RowResult]) -> RowSummary:
         first, pcts = results[0], [r.percent for r in results]
-        # the interval pools the seeds' answers, so it brackets their mean (over equal question sets)
-        pooled = wilson(sum(r.correct for r in results), sum(r.total for r in results))
+        # every seed's own interval together: it brackets their mean and each seed, and a published
+        # figure outside it is outside every seed's
+        each = [wilson(r.correct, r.total) for r in results]
+        interval = (min(lo for lo, _ in each), max(hi for _, hi in each))
         return cls(first.key, ROW_TITLES[first.key], len(results), statistics.mean(pcts),
                    statistics.stdev(pcts) if len(pcts) > 1 else 0.0, first.correct, first.total,
-                   pooled, pcts, first.spread)
+                   interval, pcts, first.spread)
 
 
 def summarize(results: list[RowResult]) -> list[RowSummary]:
-    """One line per row key: mean, spread over seeds, and the 95% interval of their pooled answers."""
+    """One line per row key: mean, spread over seeds, and the seeds' 95% intervals together."""
     return [RowSummary.of([r for r in results if r.key == key]) for key in dict.fromkeys(r.key for r in results)]
 
 
