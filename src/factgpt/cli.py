@@ -262,7 +262,8 @@ NOT_FOR = {
 
 def _refuse_unused(args) -> None:
     for n in NOT_FOR.get(args.command, ()):
-        if getattr(args, n) is not None and getattr(args, n) is not False:  # 0 is given
+        value = getattr(args, n)
+        if value is not None and value is not False:  # a 0 was given
             raise FactgptError(f"`factgpt {args.command}` has no use for --{n}", hint="leave it out")
 
 

@@ -55,7 +55,8 @@ from factgpt.train import Trainer, TrainingData, TrainState
 class ModelSpec:
     """The model a command asks for: the `variant` of the recipe's model. A checkpoint it starts from
     or evaluates must be of that variant and have the recipe's value of each `pinned` shape field
-    (the ones a command was given); the others are the checkpoint's."""
+    (all of them by default; the command line pins the ones it was given); the others are the
+    checkpoint's."""
     variant: str = "vanilla"
     recipe: Recipe = REFERENCE
     pinned: tuple[str, ...] = SHAPE_FIELDS
