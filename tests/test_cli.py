@@ -215,7 +215,9 @@ def test_demo_tiny_writes_the_table_and_report(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv", [["sample", "x.safetensors", "--prompt", "a", "--temperature", "0"],
-                                  ["demo", "--people", "0"], ["demo", "--threads", "-1"]])
+                                  ["demo", "--people", "0"], ["demo", "--threads", "-1"],
+                                  ["finetune", "vanilla", "w.txt", "--batch_size", "0"],
+                                  ["pretrain", "vanilla", "w.txt", "--max_epochs", "0"]])
 def test_zero_is_not_taken_for_not_given(argv, capsys):
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(argv)

@@ -71,10 +71,10 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
                    help=f"perceiver latent length m ({R.bottleneck_dim}; from a checkpoint: the checkpoint's)")
     p.add_argument("--tb_expt_name", default="run", help="TensorBoard run name (under --tb_dir)")
     g = p.add_argument_group("overrides (default: the reference recipe)")
-    g.add_argument("--max_epochs", type=int, default=None,
+    g.add_argument("--max_epochs", type=positive(int), default=None,
                    help=f"epochs (pretrain {R.pretrain_epochs}; finetune {R.finetune_epochs_scratch}, or "
                    f"{R.finetune_epochs} after pretraining)")
-    g.add_argument("--batch_size", type=int, default=None,
+    g.add_argument("--batch_size", type=positive(int), default=None,
                    help=f"examples per step (pretrain {R.pretrain_batch}, finetune {R.finetune_batch})")
     g.add_argument("--final_tokens", type=int, default=None,
                    help="tokens at which the cosine reaches its floor (reference: "
