@@ -252,8 +252,7 @@ class Trainer:
         """The reference's DataLoader over __getitem__: padded rows in file order (or the fast
         engine's seeded order with `shuffle`)."""
         cfg, ds = self.config, self.dataset
-        order = self._epoch_order()[first_batch * cfg.batch_size:]
-        rest = Subset(ds, order.tolist()) if first_batch or cfg.shuffle else ds
+        rest = Subset(ds, self._epoch_order()[first_batch * cfg.batch_size:].tolist())
         for x, y in DataLoader(rest, batch_size=cfg.batch_size, shuffle=False, num_workers=0):
             yield [{"idx": x.to(self.device), "targets": y.to(self.device)}], x.shape[0], int((y != PAD_ID).sum())
 
