@@ -267,7 +267,8 @@ def test_bench_rows_show_each_change(tiny_files):
 
 @pytest.mark.parametrize("command, flag", [("pretrain", ["--finetune_frozen", "mlp"]),
                                            ("finetune", ["--mix_pairs"]), ("finetune", ["--min_truncation", "64"]),
-                                           ("evaluate", ["--dropout", "0"]), ("evaluate", ["--max_epochs", "3"])])
+                                           ("evaluate", ["--dropout", "0"]), ("evaluate", ["--max_epochs", "3"]),
+                                           ("evaluate", ["--seed", "0"]), ("evaluate", ["--tb_dir", "expt"])])
 def test_a_flag_the_command_would_ignore_is_refused(command, flag, tiny_files, capsys, tmp_path):
     argv = [command, "vanilla", tiny_files["corpus"], *TINY, *flag, "--reading_params_path", tmp_path / "x"]
     if command == "evaluate":

@@ -69,7 +69,7 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
                    "expression as pretrained, e.g. 'mlp|emb' (default: none, as the reference)")
     p.add_argument("--bottleneck_dim", type=int, default=None,
                    help=f"perceiver latent length m ({R.bottleneck_dim}; from a checkpoint: the checkpoint's)")
-    p.add_argument("--tb_expt_name", default="run", help="TensorBoard run name (under --tb_dir)")
+    p.add_argument("--tb_expt_name", default=None, help="TensorBoard run name (under --tb_dir; run)")
     g = p.add_argument_group("overrides (default: the reference recipe)")
     g.add_argument("--max_epochs", type=positive(int), default=None,
                    help=f"epochs (pretrain {R.pretrain_epochs}; finetune {R.finetune_epochs_scratch}, or "
@@ -79,9 +79,9 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
     g.add_argument("--final_tokens", type=int, default=None,
                    help="tokens at which the cosine reaches its floor (reference: "
                    f"{R.pretrain_final_epochs:g} * documents * {BLOCK_SIZE})")
-    g.add_argument("--save_every", type=int, default=0,
+    g.add_argument("--save_every", type=int, default=None,
                    help="also write the checkpoint every N epochs (0: only at the end)")
-    g.add_argument("--checkpoint_every", type=int, default=200,
+    g.add_argument("--checkpoint_every", type=int, default=None,
                    help="write a resume point (model, optimizer, RNG, position) every N steps (200; 0: never)")
     g.add_argument("--resume", action="store_true",
                    help="continue from WRITING_PARAMS_PATH.resume if an interrupted run left one")
@@ -91,7 +91,7 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
                    help=f"attention heads ({R.n_head}; from a checkpoint: the checkpoint's)")
     g.add_argument("--n_embd", type=int, default=None,
                    help=f"embedding width ({R.n_embd}; from a checkpoint: the checkpoint's)")
-    g.add_argument("--seed", type=int, default=0, help="seed for init, dropout and corruption draws (0)")
+    g.add_argument("--seed", type=int, default=None, help="seed for init, dropout and corruption draws (0)")
     g.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
     g.add_argument("--engine", "--path", dest="engine", choices=("fast", "reference"), default="fast",
                    help="fast (length-grouped batches, fused kernels, KV-cache decoding) or the reference's "
@@ -125,7 +125,7 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
                    help="a new seeded example order every epoch (the reference keeps file order; torchrun shuffles)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (eager where no compiler)")
     g.add_argument("--group_tokens", type=int, default=None, help=GROUP_TOKENS_HELP)
-    g.add_argument("--tb_dir", default="expt", help="TensorBoard root folder (expt, as the reference)")
+    g.add_argument("--tb_dir", default=None, help="TensorBoard root folder (expt, as the reference)")
     g.add_argument("--no_tensorboard", action="store_true", help="write no TensorBoard logs")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -246,6 +246,10 @@ def _require(args, *names: str) -> None:
             raise FactgptError(f"`factgpt {args.command}` needs --{n}")
 
 
+# Flags of the shared study parser that only training reads. They default to None so that a command
+# which has no use for them can tell they were given; pretrain and finetune then take these values.
+_TRAINING_DEFAULTS = {"seed": 0, "save_every": 0, "checkpoint_every": 200, "tb_expt_name": "run", "tb_dir": "expt"}
+
 # Flags of the shared study parser that a command has no use for: given, they are refused rather
 # than ignored. Pretraining and finetuning keep their own stage's settings.
 _CORRUPTION_FLAGS = ("min_truncation", "max_truncation", "mask_fraction")
@@ -256,7 +260,7 @@ NOT_FOR = {
     "finetune": ("mix_pairs", "probe_every", *_CORRUPTION_FLAGS),
     "evaluate": (*_PRETRAIN_ONLY, "finetune_lr", "finetune_frozen", "max_epochs", "batch_size", "final_tokens",
                  "weight_decay", "dropout", "writing_params_path", "shuffle", "resume", "precision",
-                 "group_tokens", "compile", "finetune_corpus_path"),
+                 "group_tokens", "compile", "finetune_corpus_path", *_TRAINING_DEFAULTS),
 }
 
 
@@ -265,6 +269,9 @@ def _refuse_unused(args) -> None:
         value = getattr(args, n)
         if value is not None and value is not False:  # a 0 was given
             raise FactgptError(f"`factgpt {args.command}` has no use for --{n}", hint="leave it out")
+    for n, default in _TRAINING_DEFAULTS.items():
+        if getattr(args, n) is None:
+            setattr(args, n, default)
 
 
 def recipe_of(args) -> Recipe:
