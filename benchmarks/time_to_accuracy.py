@@ -2,8 +2,8 @@
 point per recipe, read from the stages.json records that `factgpt reproduce` writes.
 
     python benchmarks/time_to_accuracy.py --out docs/results/time_to_accuracy.png \\
-        quick=docs/results/quick fast70=docs/results/fast70 fast300=docs/results/fast300 mixed=docs/results/mixed \\
-        fast430=docs/results/fast430 fast=docs/results/fast
+        quick=docs/results/quick fast70=docs/results/fast70 fast300=docs/results/fast300 \\
+        mixed200=docs/results/mixed200 fast430=docs/results/fast430 fast=docs/results/fast
 
 A row's dev point sits at its pretraining + finetuning + evaluation seconds; the probe curve at the
 pretraining seconds when each probe ran (dashed: held-out people asked the question itself, where

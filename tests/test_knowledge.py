@@ -144,7 +144,7 @@ def test_new_budgets_smoke(budget, tiny_files, tmp_path):
                           budget_note=budget_note(recipe, 1, 2), published=None).read_text()
     assert "## When the facts arrive" in report and (tmp_path / "knowledge.png").is_file()
     assert ("| answered |" in report) == mixed
-    assert ("dropout 0 (reference 0.1)" in report) == (budget in ("fast70", "mixed"))
+    assert ("dropout 0 (reference 0.1)" in report) == (budget == "fast70")
     assert ("shortest truncation 64 (reference 4)" in report) == (budget == "fast70")
 
 
