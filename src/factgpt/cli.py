@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "fast70: the first try at fast (70 epochs, no dropout, "
                    "truncations of 64-112); fast300: the reference's "
                    "optimiser without dropout, one cosine over 300 epochs; fast430: the reference recipe shuffled, "
-                   "with one cosine over 430 epochs (about 2.3 hours on 2 cores); mixed: fast300 over 200 epochs "
+                   "with one cosine over 430 epochs (about 2.3 hours on 2 cores); mixed: fast over 240 epochs "
                    "with the finetuning pairs (all but 200 held-out people) mixed into pretraining; smoke: seconds")
     p.add_argument("--rows", nargs="+", default=None, metavar="ROW",
                    help="run only these rows: baseline vanilla_nopretrain vanilla_pretrain perceiver_pretrain "
@@ -235,9 +235,9 @@ def _writer(args, recipe: Recipe, function: str):
     if args.no_tensorboard:
         return None
     from torch.utils.tensorboard import SummaryWriter
-    name = "%s_%s_%d_pt_lr_%f_ft_lr_%f" % (args.tb_expt_name, args.variant, recipe.bottleneck_dim,
-                                           recipe.pretrain_lr, recipe.finetune_lr)
-    return SummaryWriter(log_dir=str(Path(args.tb_dir) / function / name))
+    name = "%s_%s_%d_pt_lr_%f_ft_lr_%f" % (training_flag(args, "tb_expt_name"), args.variant,
+                                           recipe.bottleneck_dim, recipe.pretrain_lr, recipe.finetune_lr)
+    return SummaryWriter(log_dir=str(Path(training_flag(args, "tb_dir")) / function / name))
 
 
 def _require(args, *names: str) -> None:
@@ -247,7 +247,8 @@ def _require(args, *names: str) -> None:
 
 
 # Flags of the shared study parser that only training reads. They default to None so that a command
-# which has no use for them can tell they were given; pretrain and finetune then take these values.
+# which has no use for them can tell they were given; pretrain and finetune read them through
+# `training_flag`, which gives these values where a flag was not given.
 _TRAINING_DEFAULTS = {"seed": 0, "save_every": 0, "checkpoint_every": 200, "tb_expt_name": "run", "tb_dir": "expt"}
 
 # Flags of the shared study parser that a command has no use for: given, they are refused rather
@@ -264,14 +265,17 @@ NOT_FOR = {
 }
 
 
+def training_flag(args, name: str):
+    """A flag only training reads: its value, or its documented default when not given."""
+    value = getattr(args, name)
+    return _TRAINING_DEFAULTS[name] if value is None else value
+
+
 def _refuse_unused(args) -> None:
     for n in NOT_FOR.get(args.command, ()):
         value = getattr(args, n)
         if value is not None and value is not False:  # a 0 was given
             raise FactgptError(f"`factgpt {args.command}` has no use for --{n}", hint="leave it out")
-    for n, default in _TRAINING_DEFAULTS.items():
-        if getattr(args, n) is None:
-            setattr(args, n, default)
 
 
 def recipe_of(args) -> Recipe:
@@ -298,11 +302,12 @@ def train_config_of(args, recipe: Recipe, n_pretrain_docs: int, world: int = 1,
                     n_mixed_pairs: int = 0) -> TrainConfig:
     """The recipe's TrainConfig for the command's stage, with the run's own flags: --engine,
     --compile, --shuffle (torchrun always shuffles) and --final_tokens."""
+    seed = training_flag(args, "seed")
     if args.command == "pretrain":
-        tconf = recipe.pretrain_config(n_pretrain_docs, args.seed, perceiver=args.variant == "perceiver",
+        tconf = recipe.pretrain_config(n_pretrain_docs, seed, perceiver=args.variant == "perceiver",
                                        n_mixed_pairs=n_mixed_pairs)
     else:
-        tconf = recipe.finetune_config(n_pretrain_docs, args.reading_params_path is not None, args.seed)
+        tconf = recipe.finetune_config(n_pretrain_docs, args.reading_params_path is not None, seed)
     run = dict(engine=args.engine, compile=args.compile, shuffle=tconf.shuffle or args.shuffle or world > 1)
     if args.group_tokens is not None:
         run["group_tokens"] = args.group_tokens
@@ -354,10 +359,10 @@ def _pretrain(args) -> int:
     tconf = train_config_of(args, r, len(corpus), rt.world, n_mixed_pairs=len(pairs) if pairs is not None else 0)
     out = stages.pretrain(args.pretrain_corpus_path, rt.spec, tconf, args.writing_params_path,
                           device=rt.device, writer=_writer(args, r, "pretrain"), progress=rt.progress,
-                          reading_params_path=args.reading_params_path, save_every=args.save_every,
-                          checkpoint_every=args.checkpoint_every, resume=args.resume, corpus=corpus,
-                          pairs=pairs,
-                          probe_every=r.probe_every, probe_path=args.finetune_corpus_path)
+                          reading_params_path=args.reading_params_path,
+                          save_every=training_flag(args, "save_every"),
+                          checkpoint_every=training_flag(args, "checkpoint_every"), resume=args.resume, corpus=corpus,
+                          pairs=pairs, probe_every=r.probe_every, probe_path=args.finetune_corpus_path)
     return _trained(args, out)
 
 
@@ -374,8 +379,8 @@ def _finetune(args) -> int:
     out = stages.finetune(args.pretrain_corpus_path, args.finetune_corpus_path, rt.spec, tconf,
                           args.writing_params_path, reading_params_path=args.reading_params_path,
                           device=rt.device, writer=_writer(args, rt.recipe, "finetune"), progress=rt.progress,
-                          save_every=args.save_every, checkpoint_every=args.checkpoint_every,
-                          resume=args.resume, corpus=corpus)
+                          save_every=training_flag(args, "save_every"),
+                          checkpoint_every=training_flag(args, "checkpoint_every"), resume=args.resume, corpus=corpus)
     return _trained(args, out)
 
 

@@ -41,13 +41,15 @@ _FAST = replace(_FAST430, name="fast", pretrain_epochs=380, pretrain_final_epoch
 
 # `mixed`: `fast` with the finetuning pairs mixed into pretraining (all but the probe's 200 held-out
 # people, whom the probe asks the question instead), so that the question form is learnt while the
-# facts are being stored (Allen-Zhu and Li 2023; asked only after storing, 20-50 further epochs
-# answered 3-6% of the held-out people, docs/results.md). On `fast` because its dropout stores facts
-# in a form a question reaches (cloze 57% against 12% without dropout). The 1,800 pairs make an
-# epoch 1.5x as long (2 CPU cores, one run: 15.5 s against 23.5 s), so 240 epochs fit 2 hours.
-# Truncations of 64-112 (the place in every example) were left out: they stored more per epoch
-# (40.0% at epoch 240, against 16-30% for the reference truncation) but cost 1.27x an epoch, and
-# the reference truncation knew more in the same minutes (47-63% at epoch 300).
+# facts are being stored (Allen-Zhu and Li 2023). Asked only after storing, it reached no more than
+# finetuning does: 15 further epochs answered 13.5% of the held-out people on fast430's model, 3-6%
+# on models without dropout or with fewer epochs (docs/results.md). On `fast` because dropout and a
+# long schedule stored the facts in a form a question reaches (cloze 57% for fast430, against 12%
+# without dropout and 8% for dropout over 240-300 epochs). The 1,800 pairs make an epoch about 1.45x
+# as long (2 CPU cores, one run of 2-epoch pretrainings, docs/results.md), so 240 epochs fit 2 hours.
+# Truncations of 64-112 (the place in every example) were left out: they stored more per epoch than
+# drop300 (40.0% at epoch 240 against 32.2% at 300), but in the same run cost 1.27x an epoch of
+# `fast`, whose two seeds knew 47-63% at epoch 300, about the time of 240 epochs at 64-112.
 # The first `mixed`, on `fast300` over 200 epochs, stored nothing (probe 6-10%, dev 1.8%; its
 # cosine, before the schedule counted the pairs, ended at epoch 124 and rose again):
 # docs/results/mixed200/.
