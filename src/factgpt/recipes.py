@@ -45,10 +45,10 @@ _FAST = replace(_FAST430, name="fast", pretrain_epochs=380, pretrain_final_epoch
 # finetuning does: 15 further epochs answered 13.5% of the held-out people on fast430's model, 3-6%
 # on models without dropout or with fewer epochs (docs/results.md). On `fast` because dropout and a
 # long schedule stored the facts in a form a question reaches (cloze 57% for fast430, against 12%
-# without dropout and 8% for dropout over 240-300 epochs). The 1,800 pairs make an epoch about 1.45x
+# without dropout and 8% for dropout over 240-300 epochs). The 1,800 pairs make an epoch about 1.4x
 # as long (2 CPU cores, one run of 2-epoch pretrainings, docs/results.md), so 240 epochs fit 2 hours.
 # Truncations of 64-112 (the place in every example) were left out: they stored more per epoch than
-# drop300 (40.0% at epoch 240 against 32.2% at 300), but in the same run cost 1.27x an epoch of
+# drop300 (40.0% at epoch 240 against 32.2% at 300), but in the same run cost 1.26x an epoch of
 # `fast`, whose two seeds knew 47-63% at epoch 300, about the time of 240 epochs at 64-112.
 # The first `mixed`, on `fast300` over 200 epochs, stored nothing (probe 6-10%, dev 1.8%; its
 # cosine, before the schedule counted the pairs, ended at epoch 124 and rose again):
