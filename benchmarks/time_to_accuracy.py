@@ -3,7 +3,8 @@ point per recipe, read from the stages.json records that `factgpt reproduce` wri
 
     python benchmarks/time_to_accuracy.py --out docs/results/time_to_accuracy.png \\
         quick=docs/results/quick fast70=docs/results/fast70 fast300=docs/results/fast300 \\
-        mixed200=docs/results/mixed200 fast430=docs/results/fast430 fast=docs/results/fast
+        mixed200=docs/results/mixed200 fast430=docs/results/fast430 fast=docs/results/fast \\
+        fast=docs/results/fast_perceiver mixed=docs/results/mixed
 
 A row's dev point sits at its pretraining + finetuning + evaluation seconds; the probe curve at the
 pretraining seconds when each probe ran (dashed: held-out people asked the question itself, where
@@ -43,25 +44,22 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_probe, ax_dev) = plt.subplots(1, 2, figsize=(10, 4))
-    palette = plt.get_cmap("tab10").colors
-    n = 0
-    for spec in args.runs:
-        label, folder = spec.split("=", 1)
-        for r in rows(Path(folder)):
-            name, color = f"{label}: {r['tag']}", palette[n % len(palette)]  # one colour per run in both panels
-            n += 1
-            if r["probes"]:
-                ax_probe.plot([p["seconds"] / 60 for p in r["probes"]], [100 * p["known"] for p in r["probes"]],
-                              marker="o", markersize=3, color=color, label=name)
-                asked = [p for p in r["probes"] if "answered" in p]  # pairs mixed in: the question itself
-                if asked:
-                    ax_probe.plot([p["seconds"] / 60 for p in asked], [100 * p["answered"] for p in asked],
-                                  marker="s", markersize=3, linestyle="--", color=color,
-                                  label=f"{name}, question answered")
-            if r["dev"] is not None:
-                ax_dev.scatter([r["minutes"]], [r["dev"]], color=color, label=name, zorder=3)
-                print(f"{name}: dev {r['dev']:.1f}% after {r['minutes']:.1f} min end to end"
-                      + (f"; last probe {100 * r['probes'][-1]['known']:.1f}%" if r["probes"] else ""))
+    runs = [(label, r) for label, folder in (spec.split("=", 1) for spec in args.runs) for r in rows(Path(folder))]
+    palette = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20").colors  # one colour per run in both panels
+    for n, (label, r) in enumerate(runs):
+        name, color = f"{label}: {r['tag']}", palette[n % len(palette)]
+        if r["probes"]:
+            ax_probe.plot([p["seconds"] / 60 for p in r["probes"]], [100 * p["known"] for p in r["probes"]],
+                          marker="o", markersize=3, color=color, label=name)
+            asked = [p for p in r["probes"] if "answered" in p]  # pairs mixed in: the question itself
+            if asked:
+                ax_probe.plot([p["seconds"] / 60 for p in asked], [100 * p["answered"] for p in asked],
+                              marker="s", markersize=3, linestyle="--", color=color,
+                              label=f"{name}, question answered")
+        if r["dev"] is not None:
+            ax_dev.scatter([r["minutes"]], [r["dev"]], color=color, label=name, zorder=3)
+            print(f"{name}: dev {r['dev']:.1f}% after {r['minutes']:.1f} min end to end"
+                  + (f"; last probe {100 * r['probes'][-1]['known']:.1f}%" if r["probes"] else ""))
     ax_dev.axhline(23.8, color="k", linestyle="--", linewidth=0.8, label="published, 650 epochs (23.8%)")
     ax_probe.set(xlabel="pretraining minutes (2 CPU cores)", ylabel="held-out people known (%)",
                  title="Knowledge probe during pretraining")
