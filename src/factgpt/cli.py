@@ -51,7 +51,7 @@ def positive(kind: type):
 
 
 def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
-    R = REFERENCE  # the help texts say its values
+    R, D = REFERENCE, _TRAINING_DEFAULTS  # the help texts say their values
 
     p = sub.add_parser(name, help=help, description=help)
     p.add_argument("variant", choices=VARIANTS, help="vanilla GPT or the perceiver variant")
@@ -69,7 +69,7 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
                    "expression as pretrained, e.g. 'mlp|emb' (default: none, as the reference)")
     p.add_argument("--bottleneck_dim", type=int, default=None,
                    help=f"perceiver latent length m ({R.bottleneck_dim}; from a checkpoint: the checkpoint's)")
-    p.add_argument("--tb_expt_name", default=None, help="TensorBoard run name (under --tb_dir; run)")
+    p.add_argument("--tb_expt_name", default=None, help=f"TensorBoard run name (under --tb_dir; {D['tb_expt_name']})")
     g = p.add_argument_group("overrides (default: the reference recipe)")
     g.add_argument("--max_epochs", type=positive(int), default=None,
                    help=f"epochs (pretrain {R.pretrain_epochs}; finetune {R.finetune_epochs_scratch}, or "
@@ -82,7 +82,8 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
     g.add_argument("--save_every", type=int, default=None,
                    help="also write the checkpoint every N epochs (0: only at the end)")
     g.add_argument("--checkpoint_every", type=int, default=None,
-                   help="write a resume point (model, optimizer, RNG, position) every N steps (200; 0: never)")
+                   help="write a resume point (model, optimizer, RNG, position) every N steps "
+                   f"({D['checkpoint_every']}; 0: never)")
     g.add_argument("--resume", action="store_true",
                    help="continue from WRITING_PARAMS_PATH.resume if an interrupted run left one")
     g.add_argument("--n_layer", type=int, default=None,
@@ -91,7 +92,7 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
                    help=f"attention heads ({R.n_head}; from a checkpoint: the checkpoint's)")
     g.add_argument("--n_embd", type=int, default=None,
                    help=f"embedding width ({R.n_embd}; from a checkpoint: the checkpoint's)")
-    g.add_argument("--seed", type=int, default=None, help="seed for init, dropout and corruption draws (0)")
+    g.add_argument("--seed", type=int, default=None, help=f"seed for init, dropout and corruption draws ({D['seed']})")
     g.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
     g.add_argument("--engine", "--path", dest="engine", choices=("fast", "reference"), default="fast",
                    help="fast (length-grouped batches, fused kernels, KV-cache decoding) or the reference's "
@@ -125,7 +126,7 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
                    help="a new seeded example order every epoch (the reference keeps file order; torchrun shuffles)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (eager where no compiler)")
     g.add_argument("--group_tokens", type=int, default=None, help=GROUP_TOKENS_HELP)
-    g.add_argument("--tb_dir", default=None, help="TensorBoard root folder (expt, as the reference)")
+    g.add_argument("--tb_dir", default=None, help=f"TensorBoard root folder ({D['tb_dir']}, as the reference)")
     g.add_argument("--no_tensorboard", action="store_true", help="write no TensorBoard logs")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
