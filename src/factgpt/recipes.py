@@ -65,7 +65,7 @@ BUDGETS = {
     "fast70": _FAST70,
     # the reference's optimiser and corruption without dropout, shuffled, one cosine over 300 epochs:
     # on an H200 the reference recipe's facts arrived only in its second lr descent (epochs
-    # 375-550, docs/results/full), after about 500 exposures of each document
+    # 375-550, docs/results/full), after about 400 exposures of each document
     "fast300": _FAST300,
     "fast430": _FAST430,
     "mixed": _MIXED,
