@@ -224,6 +224,83 @@ def test_zero_is_not_taken_for_not_given(argv, capsys):
     assert e.value.code == 2 and "is not above 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, says", [
+    (["pretrain", "vanilla", "w.txt", "--n_head", "0"], "is not above 0"),  # once a ZeroDivisionError
+    (["pretrain", "vanilla", "w.txt", "--pretrain_lr", "-1"], "is not above 0"),
+    (["finetune", "vanilla", "w.txt", "--finetune_lr", "0"], "is not above 0"),
+    (["pretrain", "vanilla", "w.txt", "--final_tokens", "0"], "is not above 0"),
+    (["pretrain", "vanilla", "w.txt", "--group_tokens", "0"], "is not above 0"),
+    (["pretrain", "vanilla", "w.txt", "--dropout", "1"], "is not in [0, 1)"),
+    (["pretrain", "vanilla", "w.txt", "--dropout", "-0.1"], "is not in [0, 1)"),
+    (["pretrain", "vanilla", "w.txt", "--weight_decay", "-0.1"], "is not 0 or more"),
+    (["pretrain", "vanilla", "w.txt", "--probe_every", "-1"], "is not 0 or more"),  # once: every epoch
+    (["pretrain", "vanilla", "w.txt", "--save_every", "-1"], "is not 0 or more"),
+    (["reproduce", "--seeds", "0"], "is not above 0"),  # once: every trained row silently dropped
+    (["reproduce", "--checkpoint_every", "-5"], "is not 0 or more"),
+    (["bench", "--steps", "0"], "is not above 0"),
+    (["bench", "--decode-sample", "0"], "is not above 0"),
+    (["ask", "x.safetensors", "--k", "0"], "is not above 0"),
+    (["sample", "x.safetensors", "--prompt", "a", "--top_k", "0"], "is not above 0"),
+])
+def test_out_of_range_numbers_are_refused_by_the_parser(argv, says, capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and says in err and "Traceback" not in err, err
+
+
+def test_a_folder_or_a_file_in_the_way_of_an_output_is_one_clear_line(tiny_files, capsys, tmp_path):
+    f = tiny_files
+    # a folder given as the checkpoint to write: refused before training, not when saving at the end
+    _one_clear_line(*run(["pretrain", "vanilla", f["corpus"], *TINY, "--writing_params_path", tmp_path],
+                         capsys)[::2], "is a folder")
+    blocker = tmp_path / "report.md"
+    blocker.write_text("x", encoding="utf-8")
+    _one_clear_line(*run(["attention-lab", "--out", blocker], capsys)[::2], "a file is in the way")
+    _one_clear_line(*run(["reproduce", "--data-dir", _data_dir(f), "--out", blocker, "--budget", "smoke"],
+                         capsys)[::2], "a file is in the way")
+    assert blocker.read_text(encoding="utf-8") == "x"
+
+
+def test_training_refuses_the_evaluation_flags(tiny_files, capsys, tmp_path):
+    # finetune writes no predictions: --outputs_path was once accepted and silently ignored
+    _one_clear_line(*run(["finetune", "vanilla", tiny_files["corpus"], *TINY, "--writing_params_path",
+                          tmp_path / "f", "--finetune_corpus_path", tiny_files["train"], "--outputs_path",
+                          tmp_path / "p"], capsys)[::2], "has no use for --outputs_path")
+
+
+def _data_dir(f):
+    """The tiny files under the study's names, as `reproduce --data-dir` reads them."""
+    d = f["dir"] / "data"
+    d.mkdir(exist_ok=True)
+    for name, key in (("wiki.txt", "corpus"), ("birth_places_train.tsv", "train"), ("birth_dev.tsv", "dev")):
+        (d / name).write_text(f[key].read_text(encoding="utf-8"), encoding="utf-8")
+    return d
+
+
+def test_reproduce_refuses_a_row_named_twice(tiny_files, capsys, tmp_path):
+    _one_clear_line(*run(["reproduce", "--data-dir", _data_dir(tiny_files), "--out", tmp_path / "r", "--rows",
+                          "baseline", "baseline"], capsys)[::2], "baseline more than once")
+    assert not (tmp_path / "r").exists()
+
+
+def test_probe_on_a_one_line_pairs_file_is_one_clear_line(tiny_files, capsys, tmp_path):
+    one = tmp_path / "one.tsv"
+    one.write_text(tiny_files["train"].read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
+    _one_clear_line(*run(["pretrain", "vanilla", tiny_files["corpus"], *TINY, "--writing_params_path",
+                          tmp_path / "p", "--probe_every", "1", "--finetune_corpus_path", one], capsys)[::2],
+                    "one.tsv", "at least two")
+
+
+def test_sample_refuses_an_empty_prompt_and_a_top_k_past_the_vocabulary(tiny_files, capsys, tmp_path):
+    pre = tmp_path / "p.safetensors"
+    code, _, err = run(["pretrain", "vanilla", tiny_files["corpus"], *TINY, "--max_epochs", "1",
+                        "--writing_params_path", pre], capsys)
+    assert code == 0, err
+    _one_clear_line(*run(["sample", pre, "--prompt", ""], capsys)[::2], "--prompt is empty")
+    _one_clear_line(*run(["sample", pre, "--prompt", "a", "--top_k", "100000"], capsys)[::2], "vocabulary")
+
+
 @need(DATA / "wiki.txt")
 def test_reproduce_smoke_on_real_data_writes_every_file(tmp_path, capsys):
     out = tmp_path / "rep"

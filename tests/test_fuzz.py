@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -113,3 +114,44 @@ def test_pickle_module_is_not_used_for_factgpt_checkpoints(tmp_path):
                     Vocab(list("□⁇abc")))
     raw = path.read_bytes()
     assert raw[8:9] == b"{" and pickle.PROTO not in raw[:2]  # a safetensors JSON header, no pickle
+
+
+def _tiny_checkpoint(path):
+    from factgpt.checkpoint import save_checkpoint
+    from factgpt.config import GPTConfig
+    from factgpt.data import Vocab
+    from factgpt.model import GPT
+    save_checkpoint(path, GPT(GPTConfig(vocab_size=5, block_size=8, n_layer=1, n_head=1, n_embd=4)),
+                    Vocab(list("□⁇abc")))
+
+
+@pytest.mark.parametrize("edit", [lambda m: m["config"].update(n_wings=2), lambda m: m.pop("vocab"),
+                                  lambda m: m["config"].update(n_head=0)])
+def test_a_hand_edited_checkpoint_header_is_one_clear_error(edit, tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    path = tmp_path / "m.safetensors"
+    _tiny_checkpoint(path)
+    with safe_open(str(path), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = json.loads(f.metadata()["factgpt"])
+    edit(meta)
+    save_file(tensors, str(path), metadata={"factgpt": json.dumps(meta)})
+    with pytest.raises(FactgptError) as e:
+        load_checkpoint(path)
+    assert "m.safetensors" in str(e.value)
+
+
+def test_a_reference_perceiver_basis_of_the_wrong_rank_is_refused(tmp_path):
+    from factgpt.config import GPTConfig
+    from factgpt.model import GPT
+    sd = GPT(GPTConfig(vocab_size=5, block_size=8, n_layer=2, n_head=1, n_embd=4, perceiver=True,
+                       bottleneck_dim=4)).state_dict()
+    sd["down_block.C"] = sd["down_block.C"][0]  # (m, n_embd): the (1, m, n_embd) basis lost a dimension
+    path = tmp_path / "p.params"
+    torch.save(sd, path)
+    with pytest.raises(FactgptError) as e:
+        load_checkpoint(path, n_head=1)
+    assert "not a GPT state dict" in str(e.value)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
-from factgpt.atomic import atomic_write_text
+from factgpt.atomic import atomic_save_figure, atomic_write_text
 from factgpt.data import MASK_CHAR, MASK_ID, Question, Vocab
 from factgpt.model import GPT
 
@@ -317,7 +317,7 @@ def write_chart(a: Analysis, path) -> None:
     ax.set_xlabel("questions")
     ax.set_title("Where the answers come from", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_save_figure(fig, path)
     plt.close(fig)
 
 

@@ -43,3 +43,26 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_save_figure(fig, path: str | Path, dpi: int = 120) -> None:
+    """A matplotlib figure written as atomically as any other output (format from the suffix)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", dpi=dpi)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def ensure_folder(path: str | Path) -> Path:
+    """Create the output folder `path` (and its parents) if missing; a file in its place, or a folder
+    that cannot be made, is one clear error, not a traceback."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise FactgptError("a file is in the way of the output folder", path=path,
+                           hint="give another folder, or move the file") from None
+    except OSError as e:
+        raise FactgptError(f"cannot make the output folder: {e.strerror}", path=path) from None
+    return path

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from factgpt.atomic import atomic_write_text
+from factgpt.atomic import atomic_save_figure, atomic_write_text
 from factgpt.config import GPTConfig
 from factgpt.model import Attention
 
@@ -242,7 +242,7 @@ def write_figures(data: dict, out: Path) -> list[Path]:
     ax.legend(fontsize=7)
     fig.tight_layout()
     paths.append(out / "copy_average.png")
-    fig.savefig(paths[-1], dpi=120)
+    atomic_save_figure(fig, paths[-1])
     plt.close(fig)
 
     fig, axes = plt.subplots(2, 2, figsize=(7, 5), sharex=True)
@@ -257,7 +257,7 @@ def write_figures(data: dict, out: Path) -> list[Path]:
     fig.suptitle(f"Over sampled keys (beta = {data['beta_cd']:.1f})", fontsize=10)
     fig.tight_layout()
     paths.append(out / "heads_spread.png")
-    fig.savefig(paths[-1], dpi=120)
+    atomic_save_figure(fig, paths[-1])
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 3))
@@ -267,7 +267,7 @@ def write_figures(data: dict, out: Path) -> list[Path]:
     ax.set_title("M = A^T is exact only for orthogonal subspaces", fontsize=10)
     fig.tight_layout()
     paths.append(out / "recovery.png")
-    fig.savefig(paths[-1], dpi=120)
+    atomic_save_figure(fig, paths[-1])
     plt.close(fig)
     return paths
 

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import torch
 
-from factgpt.checkpoint import load_checkpoint
 from factgpt.config import PERCEIVER_M, REFERENCE, TrainConfig
 from factgpt.data import read_questions
 from factgpt.evaluate import predict
 from factgpt.model import GPT, Dropout
-from factgpt.stages import ModelSpec, load_corpus, load_pairs, starting_model
+from factgpt.stages import ModelSpec, load_corpus, load_for_inference, load_pairs, starting_model
 from factgpt.train import Trainer
 
 
@@ -118,6 +117,8 @@ def run_bench(data_dir: str | Path, *, steps: int = 4, params: str | Path | None
     corpus = load_corpus(corpus_path, seed=seed)
     names = load_pairs(corpus, data_dir / "birth_places_train.tsv")
     base = starting_model(ModelSpec("vanilla", REFERENCE), corpus, corpus_path, seed)
+    # loaded (and checked against the corpus's vocabulary) before minutes of timing, not after
+    decoder = load_for_inference(params, corpus_path, device=device)[0] if params is not None else None
     default = FAST_VARIANTS[-1]
     runs = [("reference", default)] + [("fast", v) for v in variants]
     rows = []
@@ -137,9 +138,9 @@ def run_bench(data_dir: str | Path, *, steps: int = 4, params: str | Path | None
     r.stage, r.path = "pretrain", f"perceiver m={bottleneck_dim}, {default.label}"
     rows.append(r)
 
-    model = (load_checkpoint(params).build_model() if params is not None else base).to(device)
-    model.eval()
+    model = decoder if decoder is not None else base.to(device).eval()
     questions = read_questions(data_dir / "birth_dev.tsv")
+    decode_sample = min(decode_sample, len(questions))
     say(f"decoding {decode_sample} questions one at a time")
     t0 = time.perf_counter()
     ref = predict(model, questions[:decode_sample], corpus.vocab, engine="reference")

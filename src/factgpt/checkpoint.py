@@ -77,6 +77,8 @@ def _config_from_reference(sd: dict[str, torch.Tensor], n_head: int) -> GPTConfi
         raise ValueError("no pos_emb / tok_emb.weight of the expected shapes") from None
     n_blocks = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
     perceiver = "down_block.C" in sd
+    if perceiver and sd["down_block.C"].dim() != 3:
+        raise ValueError("down_block.C is not a (1, m, n_embd) basis")
     m = sd["down_block.C"].shape[1] if perceiver else None
     return GPTConfig(vocab_size=vocab_size, block_size=block_size,
                      n_layer=n_blocks + 2 if perceiver else n_blocks, n_head=n_head,
@@ -102,11 +104,16 @@ def load_checkpoint(path: str | Path, *, n_head: int = 8) -> Checkpoint:
     except (SafetensorError, ValueError, KeyError, TypeError, json.JSONDecodeError):
         raise FactgptError("not a factgpt checkpoint or reference .params file, or it is "
                            "truncated or corrupted", path=path) from None
+    if not isinstance(meta, dict):
+        raise FactgptError("not a factgpt checkpoint: its factgpt header is not a JSON object", path=path)
     if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
         raise FactgptError(f"unsupported checkpoint format {meta.get('format')} "
                            f"v{meta.get('version')}", path=path)
-    config = GPTConfig(**meta["config"])
-    ckpt = Checkpoint(config, tensors, Vocab(meta["vocab"]), meta.get("progress", {}), "factgpt")
+    try:  # a header edited by hand, or written by another program, must not end in a traceback
+        config = GPTConfig(**meta["config"])
+        ckpt = Checkpoint(config, tensors, Vocab(meta["vocab"]), meta.get("progress", {}), "factgpt")
+    except (KeyError, TypeError, ValueError, AttributeError, FactgptError) as e:
+        raise FactgptError(f"the checkpoint's header is malformed ({type(e).__name__}: {e})", path=path) from None
     _check_tensors(ckpt, path)
     return ckpt
 

@@ -39,15 +39,29 @@ GROUP_TOKENS_HELP = (f"ids per group of the fast engine's length-grouped batches
                      "larger groups mean fewer, larger kernel launches, which suits a GPU; the arithmetic is the same")
 
 
-def positive(kind: type):
-    """An argparse type for a number above 0 (a 0 would otherwise pass for "not given")."""
+def _bounded(kind: type, name: str, ok, says: str):
+    """An argparse type: `kind(text)`, refused in one line unless `ok(value)`."""
     def parse(text: str):
         value = kind(text)
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{text} is not above 0")
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{text} is not {says}")
         return value
-    parse.__name__ = f"positive {kind.__name__}"  # what argparse's message calls the type
+    parse.__name__ = f"{name} {kind.__name__}"  # what argparse's message calls the type
     return parse
+
+
+def positive(kind: type):
+    """A number above 0 (a 0 would otherwise pass for "not given", or divide by zero later)."""
+    return _bounded(kind, "positive", lambda v: v > 0, "above 0")
+
+
+def non_negative(kind: type):
+    """A number of 0 or more (0 means "never" for the every-N flags)."""
+    return _bounded(kind, "non-negative", lambda v: v >= 0, "0 or more")
+
+
+# a dropout probability: torch refuses p outside [0, 1], and p = 1 would zero every activation
+dropout_probability = _bounded(float, "dropout", lambda p: 0 <= p < 1, "in [0, 1)")
 
 
 def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
@@ -62,12 +76,14 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
     p.add_argument("--eval_corpus_path", default=None, help="TSV of questions (with or without answers)")
     p.add_argument("--outputs_path", default=None, help="where evaluate writes one prediction a line")
     # The recipe's flags default to None: the reference recipe (factgpt.config.REFERENCE) decides.
-    p.add_argument("--pretrain_lr", type=float, default=None, help=f"pretraining learning rate ({R.pretrain_lr:g})")
-    p.add_argument("--finetune_lr", type=float, default=None, help=f"finetuning learning rate ({R.finetune_lr:g})")
+    p.add_argument("--pretrain_lr", type=positive(float), default=None,
+                   help=f"pretraining learning rate ({R.pretrain_lr:g})")
+    p.add_argument("--finetune_lr", type=positive(float), default=None,
+                   help=f"finetuning learning rate ({R.finetune_lr:g})")
     p.add_argument("--finetune_frozen", default=None, metavar="REGEX",
                    help="finetuning from a checkpoint leaves the parameters whose names match this regular "
                    "expression as pretrained, e.g. 'mlp|emb' (default: none, as the reference)")
-    p.add_argument("--bottleneck_dim", type=int, default=None,
+    p.add_argument("--bottleneck_dim", type=positive(int), default=None,
                    help=f"perceiver latent length m ({R.bottleneck_dim}; from a checkpoint: the checkpoint's)")
     p.add_argument("--tb_expt_name", default=None, help=f"TensorBoard run name (under --tb_dir; {D['tb_expt_name']})")
     g = p.add_argument_group("overrides (default: the reference recipe)")
@@ -76,21 +92,21 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
                    f"{R.finetune_epochs} after pretraining)")
     g.add_argument("--batch_size", type=positive(int), default=None,
                    help=f"examples per step (pretrain {R.pretrain_batch}, finetune {R.finetune_batch})")
-    g.add_argument("--final_tokens", type=int, default=None,
+    g.add_argument("--final_tokens", type=positive(int), default=None,
                    help="tokens at which the cosine reaches its floor (reference: "
                    f"{R.pretrain_final_epochs:g} * documents * {BLOCK_SIZE})")
-    g.add_argument("--save_every", type=int, default=None,
+    g.add_argument("--save_every", type=non_negative(int), default=None,
                    help="also write the checkpoint every N epochs (0: only at the end)")
-    g.add_argument("--checkpoint_every", type=int, default=None,
+    g.add_argument("--checkpoint_every", type=non_negative(int), default=None,
                    help="write a resume point (model, optimizer, RNG, position) every N steps "
                    f"({D['checkpoint_every']}; 0: never)")
     g.add_argument("--resume", action="store_true",
                    help="continue from WRITING_PARAMS_PATH.resume if an interrupted run left one")
-    g.add_argument("--n_layer", type=int, default=None,
+    g.add_argument("--n_layer", type=positive(int), default=None,
                    help=f"transformer blocks ({R.n_layer}; from a checkpoint: the checkpoint's)")
-    g.add_argument("--n_head", type=int, default=None,
+    g.add_argument("--n_head", type=positive(int), default=None,
                    help=f"attention heads ({R.n_head}; from a checkpoint: the checkpoint's)")
-    g.add_argument("--n_embd", type=int, default=None,
+    g.add_argument("--n_embd", type=positive(int), default=None,
                    help=f"embedding width ({R.n_embd}; from a checkpoint: the checkpoint's)")
     g.add_argument("--seed", type=int, default=None, help=f"seed for init, dropout and corruption draws ({D['seed']})")
     g.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
@@ -103,9 +119,9 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
                    "where supported (GPUs, AVX512 CPUs), else fp32; the run reports which")
     g.add_argument("--threads", type=positive(int), default=None,
                    help="CPU threads for torch (default: torch's choice)")
-    g.add_argument("--dropout", type=float, default=None,
+    g.add_argument("--dropout", type=dropout_probability, default=None,
                    help=f"all three dropouts (reference: {R.dropout:g}; also replaces a checkpoint's)")
-    g.add_argument("--weight_decay", type=float, default=None,
+    g.add_argument("--weight_decay", type=non_negative(float), default=None,
                    help=f"AdamW weight decay of the stage run (reference: {R.weight_decay:g})")
     k = p.add_argument_group("pretraining objective and knowledge probe")
     c = R.corruption
@@ -118,14 +134,14 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
     k.add_argument("--mix_pairs", action="store_true",
                    help="pretrain: mix the --finetune_corpus_path pairs, all but its last (held-out) lines, "
                    "into the corpus (the `mixed` recipe)")
-    k.add_argument("--probe_every", type=int, default=None,
+    k.add_argument("--probe_every", type=non_negative(int), default=None,
                    help="pretrain: every N epochs, the share of held-out people (the last 200 lines of "
                    f"--finetune_corpus_path) whose own line the model completes with their birthplace "
                    f"({R.probe_every}: never)")
     g.add_argument("--shuffle", action="store_true",
                    help="a new seeded example order every epoch (the reference keeps file order; torchrun shuffles)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (eager where no compiler)")
-    g.add_argument("--group_tokens", type=int, default=None, help=GROUP_TOKENS_HELP)
+    g.add_argument("--group_tokens", type=positive(int), default=None, help=GROUP_TOKENS_HELP)
     g.add_argument("--tb_dir", default=None, help=f"TensorBoard root folder ({D['tb_dir']}, as the reference)")
     g.add_argument("--no_tensorboard", action="store_true", help="write no TensorBoard logs")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -146,11 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="reference path vs fast path: training and decoding speed, one run")
     p.add_argument("--data-dir", default="data", help="folder with the study's four files (data)")
-    p.add_argument("--steps", type=int, default=4, help="timed optimiser steps per path (4)")
+    p.add_argument("--steps", type=positive(int), default=4, help="timed optimiser steps per path (4)")
     p.add_argument("--params", default=None, help="checkpoint to decode with (default: untrained model)")
-    p.add_argument("--decode-sample", type=int, default=20, help="questions decoded one at a time (20)")
+    p.add_argument("--decode-sample", type=positive(int), default=20, help="questions decoded one at a time (20)")
     p.add_argument("--device", default="cpu", help="cpu (the default: the figures in docs/benchmarks.md), cuda")
-    p.add_argument("--group_tokens", type=int, default=None,
+    p.add_argument("--group_tokens", type=positive(int), default=None,
                    help="also time the default fast path with groups of this many ids (e.g. 16384: one "
                    "group per pretraining batch, fewer kernel launches on a GPU)")
     p.add_argument("--threads", type=positive(int), default=None, help="CPU threads for torch")
@@ -180,41 +196,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", nargs="+", default=None, metavar="ROW",
                    help="run only these rows: baseline vanilla_nopretrain vanilla_pretrain perceiver_pretrain "
                    "(default: all)")
-    p.add_argument("--seeds", type=int, default=1, help="repeat each trained stage over K seeds (1)")
-    p.add_argument("--first_seed", type=int, default=0,
+    p.add_argument("--seeds", type=positive(int), default=1, help="repeat each trained stage over K seeds (1)")
+    p.add_argument("--first_seed", type=non_negative(int), default=0,
                    help="the first of those seeds (0): two processes can run seeds 0 and 1 side by side")
-    p.add_argument("--probe_every", type=int, default=None,
+    p.add_argument("--probe_every", type=non_negative(int), default=None,
                    help="run the knowledge probe every N pretraining epochs (default: the budget's; full: never)")
-    p.add_argument("--checkpoint_every", type=int, default=200,
+    p.add_argument("--checkpoint_every", type=non_negative(int), default=200,
                    help="steps between resume points of a training stage; an interrupted stage continues "
                    "from its last one (200)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    p.add_argument("--group_tokens", type=int, default=None, help=GROUP_TOKENS_HELP)
+    p.add_argument("--group_tokens", type=positive(int), default=None, help=GROUP_TOKENS_HELP)
     p.add_argument("--threads", type=positive(int), default=None, help="CPU threads for torch")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("attention-lab", help="the attention-exploration answers, measured, checked and drawn")
     p.add_argument("--out", default="attention_lab", help="folder for report.md and the figures (attention_lab)")
     p.add_argument("--seed", type=int, default=0, help="seed of keys, values and samples (0)")
-    p.add_argument("--samples", type=int, default=2000, help="sampled key sets for (c) and (d) (2000)")
+    p.add_argument("--samples", type=positive(int), default=2000, help="sampled key sets for (c) and (d) (2000)")
 
     p = sub.add_parser("ask", help="where was someone born: the greedy answer and the top-k with probabilities")
     p.add_argument("params", help="checkpoint (factgpt, or a reference .params with --pretrain_corpus)")
     p.add_argument("question", nargs="?", default=None, help='"Where was NAME born?" (none: ask interactively)')
     p.add_argument("--pretrain_corpus", default=None, help="corpus giving the vocabulary of a reference checkpoint")
-    p.add_argument("--k", type=int, default=5, help="answers to list (5)")
-    p.add_argument("--n_head", type=int, default=8, help="heads of a reference checkpoint (8)")
+    p.add_argument("--k", type=positive(int), default=5, help="answers to list (5)")
+    p.add_argument("--n_head", type=positive(int), default=8, help="heads of a reference checkpoint (8)")
 
     p = sub.add_parser("sample", help="continue a prompt, or fill a span `prefix⁇suffix⁇`")
     p.add_argument("params", help="checkpoint (factgpt, or a reference .params with --pretrain_corpus)")
     p.add_argument("--prompt", required=True, help="text to continue; `prefix⁇suffix⁇` asks for the missing span")
-    p.add_argument("--steps", type=int, default=64, help="characters to generate (64)")
+    p.add_argument("--steps", type=positive(int), default=64, help="characters to generate (64)")
     p.add_argument("--temperature", type=positive(float), default=None,
                    help="sample at this temperature (default: greedy)")
-    p.add_argument("--top_k", type=int, default=None, help="sample among the k most likely characters")
+    p.add_argument("--top_k", type=positive(int), default=None, help="sample among the k most likely characters")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling (0)")
     p.add_argument("--pretrain_corpus", default=None, help="corpus giving the vocabulary of a reference checkpoint")
-    p.add_argument("--n_head", type=int, default=8, help="heads of a reference checkpoint (8)")
+    p.add_argument("--n_head", type=positive(int), default=8, help="heads of a reference checkpoint (8)")
 
     p = sub.add_parser("analyze", help="sort predictions into error categories; the similar-name test")
     p.add_argument("--predictions", required=True, help="one prediction a line (from `factgpt evaluate`)")
@@ -238,7 +254,12 @@ def _writer(args, recipe: Recipe, function: str):
     from torch.utils.tensorboard import SummaryWriter
     name = "%s_%s_%d_pt_lr_%f_ft_lr_%f" % (training_flag(args, "tb_expt_name"), args.variant,
                                            recipe.bottleneck_dim, recipe.pretrain_lr, recipe.finetune_lr)
-    return SummaryWriter(log_dir=str(Path(training_flag(args, "tb_dir")) / function / name))
+    log_dir = Path(training_flag(args, "tb_dir")) / function / name
+    try:
+        return SummaryWriter(log_dir=str(log_dir))
+    except OSError as e:  # a read-only folder, or a file where --tb_dir names a folder
+        raise FactgptError(f"cannot write TensorBoard logs: {e.strerror or e}", path=log_dir,
+                           hint="give another --tb_dir, or --no_tensorboard") from None
 
 
 def _require(args, *names: str) -> None:
@@ -257,9 +278,10 @@ _TRAINING_DEFAULTS = {"seed": 0, "save_every": 0, "checkpoint_every": 200, "tb_e
 _CORRUPTION_FLAGS = ("min_truncation", "max_truncation", "mask_fraction")
 _PRETRAIN_ONLY = ("pretrain_lr", "mix_pairs", "probe_every", *_CORRUPTION_FLAGS)
 # Both learning rates name the TensorBoard run (as the reference's run.py does), so both are taken.
+_EVALUATE_ONLY = ("eval_corpus_path", "outputs_path")  # training writes no predictions
 NOT_FOR = {
-    "pretrain": ("finetune_frozen",),
-    "finetune": ("mix_pairs", "probe_every", *_CORRUPTION_FLAGS),
+    "pretrain": ("finetune_frozen", *_EVALUATE_ONLY),
+    "finetune": ("mix_pairs", "probe_every", *_CORRUPTION_FLAGS, *_EVALUATE_ONLY),
     "evaluate": (*_PRETRAIN_ONLY, "finetune_lr", "finetune_frozen", "max_epochs", "batch_size", "final_tokens",
                  "weight_decay", "dropout", "writing_params_path", "shuffle", "resume", "precision",
                  "group_tokens", "compile", "finetune_corpus_path", *_TRAINING_DEFAULTS),
@@ -526,6 +548,9 @@ def _reproduce(args) -> int:
     unknown = sorted(set(args.rows or ()) - set(ROWS))
     if unknown:
         raise FactgptError(f"--rows: no row named {', '.join(unknown)}", hint=f"rows: {' '.join(ROWS)}")
+    twice = sorted({r for r in args.rows or () if args.rows.count(r) > 1})
+    if twice:  # a row given twice would be counted as two seeds in the report
+        raise FactgptError(f"--rows names {', '.join(twice)} more than once", hint="name each row once")
     run = TableRun(Files(d / "wiki.txt", d / "birth_places_train.tsv", d / "birth_dev.tsv", extra), recipe,
                    args.out, device=resolve_device(args.device), progress=not args.quiet,
                    log=lambda m: print(m, file=sys.stderr), checkpoint_every=args.checkpoint_every,
@@ -540,10 +565,10 @@ def _reproduce(args) -> int:
 
 
 def _attention_lab(args) -> int:
+    from factgpt.atomic import ensure_folder
     from factgpt.attention_lab import format_checks, run_lab, write_figures, write_report
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_folder(args.out)
     checks, data = run_lab(seed=args.seed, samples=args.samples)
     write_figures(data, out)
     report = write_report(checks, data, out)
@@ -590,7 +615,11 @@ def _sample(args) -> int:
     from factgpt.data import MASK_CHAR
     from factgpt.decode import generate_reference
 
+    if not args.prompt:
+        raise FactgptError("--prompt is empty", hint="give at least one character to continue")
     model, vocab = stages.load_for_inference(args.params, args.pretrain_corpus, n_head=args.n_head)
+    if args.top_k is not None and args.top_k > len(vocab):
+        raise FactgptError(f"--top_k {args.top_k} is more than the vocabulary's {len(vocab)} characters")
     prompt = vocab.encode(args.prompt, source="--prompt")
     sample = args.temperature is not None or args.top_k is not None
     g = torch.Generator().manual_seed(args.seed)
@@ -607,7 +636,7 @@ def _sample(args) -> int:
 def _analyze(args) -> int:
     from factgpt import stages
     from factgpt.analysis import analyze, answer_probability, summary_markdown, write_categories_tsv, write_chart
-    from factgpt.atomic import atomic_write_text
+    from factgpt.atomic import atomic_write_text, ensure_folder
     from factgpt.data import read_questions, read_text, split_lines
 
     questions = read_questions(args.eval_corpus_path, require_answers=True)
@@ -624,8 +653,7 @@ def _analyze(args) -> int:
     text = summary_markdown(a, title=f"Where the answers in {Path(args.predictions).name} come from")
     print(text)
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+        out = ensure_folder(args.out)
         atomic_write_text(out / "summary.md", text)
         write_categories_tsv(a, out / "categories.tsv")
         write_chart(a, out / "categories.png")

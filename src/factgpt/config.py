@@ -39,14 +39,14 @@ class GPTConfig:
     attn_impl: Literal["sdpa", "explicit"] = "sdpa"
 
     def __post_init__(self) -> None:
+        if min(self.n_layer, self.n_head, self.n_embd, self.vocab_size, self.block_size) < 1:  # before n_embd % n_head
+            raise FactgptError("n_layer, n_head, n_embd, vocab_size and block_size must be positive")
         if self.n_embd % self.n_head:
             raise FactgptError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
         if self.perceiver and not (self.bottleneck_dim and 0 < self.bottleneck_dim <= self.block_size):
             raise FactgptError(f"the perceiver variant needs 0 < bottleneck_dim <= {self.block_size}")
         if self.perceiver and self.n_layer < 2:
             raise FactgptError("the perceiver variant needs n_layer >= 2 (down and up blocks)")
-        if min(self.n_layer, self.n_head, self.n_embd, self.vocab_size, self.block_size) < 1:
-            raise FactgptError("n_layer, n_head, n_embd, vocab_size and block_size must be positive")
         if not self.perceiver:
             self.bottleneck_dim = None
 

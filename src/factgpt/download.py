@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from factgpt.atomic import atomic_write_bytes
+from factgpt.atomic import atomic_write_bytes, ensure_folder
 from factgpt.errors import FactgptError
 
 BASE_URL = "https://raw.githubusercontent.com/parachutel/cs224n-stanford-winter2021/main/a5/"
@@ -36,8 +36,7 @@ def have_data(dest: str | Path) -> bool:
 
 def download(dest: str | Path, base_url: str = BASE_URL, timeout: float = 60.0) -> list[Path]:
     """Fetch the files missing or wrong in `dest`; return the paths written."""
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
+    dest = ensure_folder(dest)
     written = []
     for name, expected in FILES.items():
         target = dest / name

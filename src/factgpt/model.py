@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from factgpt.config import GPTConfig
 from factgpt.data import PAD_ID
+from factgpt.errors import FactgptError
 
 
 def causal_mask(t_q: int, t_k: int, device=None) -> torch.Tensor:
@@ -252,6 +253,8 @@ class GPT(nn.Module):
         Training that starts from a checkpoint (finetuning, or more pretraining) runs at its own
         recipe's dropout, as the reference's finetuning does (its state dicts carry no dropout; its
         GPTConfig says 0.1)."""
+        if not 0 <= p < 1:  # p = 1 would zero every activation, p < 0 scale them up
+            raise FactgptError(f"dropout must be in [0, 1), not {p}")
         c = self.config
         c.embd_pdrop = c.resid_pdrop = c.attn_pdrop = p
         for m in self.modules():

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from factgpt.atomic import atomic_write_text
+from factgpt.atomic import atomic_save_figure, atomic_write_text, ensure_folder
 from factgpt.checkpoint import load_checkpoint, resume_path_for
 from factgpt.config import REFERENCE, Corruption, GPTConfig, Recipe, TrainConfig, json_roundtrip, train_defaults
 from factgpt.data import MixedDataset, NameDataset, read_questions
@@ -261,8 +261,7 @@ class TableRun:
                  progress: bool = True, log=None, command_prefix: str = "factgpt",
                  checkpoint_every: int = 200, layout: dict | None = None) -> None:
         self.files, self.recipe = files, recipe
-        self.out = Path(out)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.out = ensure_folder(out)
         self.device = torch.device(device)
         self.progress = progress
         self.say = log or (lambda *_: None)
@@ -506,7 +505,7 @@ def draw_losses(records: dict, path: Path) -> None:
     ax.legend(fontsize=6)
     ax.set_title("Training loss per stage")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_save_figure(fig, path)
     plt.close(fig)
 
 
@@ -527,7 +526,7 @@ def draw_accuracy(summary: list[RowSummary], published: dict | None, path: Path)
     ax.set_xlabel("accuracy (%)")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_save_figure(fig, path)
     plt.close(fig)
 
 
@@ -598,7 +597,7 @@ def draw_knowledge(probed: dict, path: Path) -> None:
     ax_probe.set(xlabel="training minutes", ylabel="held-out people (%)", title="Knowledge probe")
     ax_probe.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_save_figure(fig, path)
     plt.close(fig)
 
 

@@ -75,10 +75,18 @@ def load_pairs(corpus: CharCorruptionDataset, path: str | Path) -> NameDataset:
     return NameDataset(corpus, read_text(path), source=path)
 
 
+def _heldout_split(items: list, path: str | Path) -> tuple[list, list]:
+    """`probe.split_heldout` of a pairs file, whose error names the file."""
+    if len(items) < 2:
+        raise FactgptError(f"{len(items)} question line(s): holding people out needs at least two", path=path,
+                           hint="give the whole finetuning file (birth_places_train.tsv)")
+    return split_heldout(items)
+
+
 def mixed_pairs(corpus: CharCorruptionDataset, path: str | Path) -> NameDataset:
     """The pairs of `path` that pretraining mixes in: all but its held-out people (its last lines,
     `probe.split_heldout`), whom the knowledge probe asks instead."""
-    kept = split_heldout(split_lines(read_text(path)))[0]
+    kept = _heldout_split(split_lines(read_text(path)), path)[0]
     return NameDataset(corpus, "".join(ln + "\n" for ln in kept), source=path)
 
 
@@ -89,7 +97,7 @@ def knowledge_probe(corpus: CharCorruptionDataset, pairs_path: str | Path, every
     pretraining), it also asks them `Where was NAME born?`."""
     if not every:
         return None
-    heldout = split_heldout(read_questions(pairs_path, require_answers=True))[1]
+    heldout = _heldout_split(read_questions(pairs_path, require_answers=True), pairs_path)[1]
     return ProbeSchedule(every, probe_items(heldout, "\n".join(corpus.data), max_prefix=corpus.max_len),
                          heldout if ask else [])
 
@@ -117,7 +125,10 @@ def starting_model(spec: ModelSpec, corpus: CharCorruptionDataset, corpus_path: 
 
 
 def _check_writable(path: str | Path) -> None:
-    """Fail before any work when the output cannot be written (missing or read-only folder)."""
+    """Fail before any work when the output cannot be written (a folder in its place, a missing or
+    read-only folder)."""
+    if Path(path).is_dir():
+        raise FactgptError("the output path is a folder", path=path, hint="give a file name inside it")
     folder = Path(path).parent
     if not folder.is_dir():
         raise FactgptError("the output folder does not exist", path=folder, hint="create it first")

@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from factgpt.atomic import atomic_write_text
+from factgpt.atomic import atomic_write_text, ensure_folder
 
 ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kl", "st", "tr"]
 VOWELS = ["a", "e", "i", "o", "u", "ai", "ei", "ou"]
@@ -63,8 +63,7 @@ class World:
     heldout: list[Person]
 
     def write(self, folder: str | Path) -> dict[str, Path]:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = ensure_folder(folder)
         files = {"corpus": folder / "corpus.txt", "train": folder / "train.tsv",
                  "heldout": folder / "heldout.tsv"}
         atomic_write_text(files["corpus"], "".join(d + "\n" for d in self.documents))
