@@ -262,6 +262,16 @@ def test_a_folder_or_a_file_in_the_way_of_an_output_is_one_clear_line(tiny_files
     assert blocker.read_text(encoding="utf-8") == "x"
 
 
+def test_pretrain_refuses_a_pairs_file_it_would_not_read(tiny_files, capsys, tmp_path):
+    _one_clear_line(*run(["pretrain", "vanilla", tiny_files["corpus"], *TINY, "--writing_params_path",
+                          tmp_path / "p", "--finetune_corpus_path", tiny_files["train"]], capsys)[::2],
+                    "only with --mix_pairs or --probe_every")
+    _one_clear_line(*run(["pretrain", "vanilla", tiny_files["corpus"], *TINY, "--writing_params_path",
+                          tmp_path / "p", "--engine", "reference", "--group_tokens", "512"], capsys)[::2],
+                    "has no use for them")
+    assert not (tmp_path / "p").exists()
+
+
 def test_training_refuses_the_evaluation_flags(tiny_files, capsys, tmp_path):
     # finetune writes no predictions: --outputs_path was once accepted and silently ignored
     _one_clear_line(*run(["finetune", "vanilla", tiny_files["corpus"], *TINY, "--writing_params_path",

@@ -363,6 +363,9 @@ def _runtime(args) -> _Runtime:
     if world > 1 and args.command == "evaluate":
         raise FactgptError("evaluate runs in one process", hint="run it without torchrun")
     _refuse_unused(args)
+    if args.engine == "reference" and (args.group_tokens is not None or args.compile):
+        raise FactgptError("--group_tokens and --compile set the fast engine; `--engine reference` has no use for them",
+                           hint="leave them out, or use the fast engine")
     recipe = recipe_of(args)
     # a checkpoint's shape is checked against the shape flags given; the others are the checkpoint's
     spec = ModelSpec(args.variant, recipe, pinned=tuple(f for f in SHAPE_FIELDS if getattr(args, f) is not None))
@@ -377,6 +380,9 @@ def _pretrain(args) -> int:
     _require(args, "writing_params_path")
     if r.mix_pairs or r.probe_every:
         _require(args, "finetune_corpus_path")
+    elif args.finetune_corpus_path is not None:
+        raise FactgptError("`factgpt pretrain` reads --finetune_corpus_path only with --mix_pairs or --probe_every",
+                           hint="leave it out, or add one of them")
     corpus = stages.load_corpus(args.pretrain_corpus_path, corruption=r.corruption)
     pairs = stages.mixed_pairs(corpus, args.finetune_corpus_path) if r.mix_pairs else None
     tconf = train_config_of(args, r, len(corpus), rt.world, n_mixed_pairs=len(pairs) if pairs is not None else 0)
