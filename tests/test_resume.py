@@ -90,6 +90,9 @@ def test_resume_with_other_flags_is_refused(tiny_files, tmp_path, capsys, monkey
     assert resume_path_for(out).exists()
     assert main([*common, "--max_epochs", "4", "--resume"]) == 1
     assert "another model or recipe" in capsys.readouterr().err
+    # how batches are laid out is not the recipe: a resume with other groups continues the run
+    assert main([*common, "--max_epochs", "3", "--resume", "--group_tokens", "64"]) == 0
+    assert "resumed at step 2" in capsys.readouterr().err
 
 
 def test_unwritable_output_fails_before_training(tiny_files, tmp_path, capsys):

@@ -108,6 +108,11 @@ def json_roundtrip(d: dict) -> dict:
     return json.loads(json.dumps(d))
 
 
+# TrainConfig fields that say how a stage runs, not what it computes (the examples, their order and
+# the schedule are the same): a stage record or a resume point written with other values still counts.
+LAYOUT_FIELDS = ("layout", "group_tokens", "log_every", "compile")
+
+
 def train_defaults() -> dict:
     """Every TrainConfig setting at its default, as a JSON record reads back: what a record written
     before a setting existed ran with (stage records and resume points are completed from it)."""

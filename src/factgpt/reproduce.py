@@ -26,7 +26,16 @@ import torch
 
 from factgpt.atomic import atomic_save_figure, atomic_write_text, ensure_folder
 from factgpt.checkpoint import load_checkpoint, resume_path_for
-from factgpt.config import REFERENCE, Corruption, GPTConfig, Recipe, TrainConfig, json_roundtrip, train_defaults
+from factgpt.config import (
+    LAYOUT_FIELDS,
+    REFERENCE,
+    Corruption,
+    GPTConfig,
+    Recipe,
+    TrainConfig,
+    json_roundtrip,
+    train_defaults,
+)
 from factgpt.data import MixedDataset, NameDataset, read_questions
 from factgpt.errors import FactgptError
 from factgpt.evaluate import most_frequent_answer, predict, score
@@ -98,10 +107,6 @@ class RowResult:
 def stage_corruption(stage: Stage) -> Corruption | None:
     """The span corruption a pretraining stage draws with (None for the other stages)."""
     return stage.recipe.corruption if stage.command == "pretrain" else None
-
-
-# How a stage runs, not what it computes: a finished stage recorded with other values still counts
-LAYOUT_FIELDS = ("layout", "group_tokens", "log_every", "compile")
 
 
 def same_recipe(record: dict, model_identity: dict, tconf: TrainConfig,

@@ -25,6 +25,7 @@ from factgpt.checkpoint import (
 )
 from factgpt.config import (
     BLOCK_SIZE,
+    LAYOUT_FIELDS,
     REFERENCE,
     REFERENCE_CORRUPTION,
     SHAPE_FIELDS,
@@ -205,7 +206,10 @@ def run_training(model: GPT, dataset: TrainingData, tconf: TrainConfig, corpus: 
         defaults = train_defaults()
         for key in mine["config"]:  # written before a setting existed (e.g. frozen): it had its default
             meta["config"].setdefault(key, defaults[key])
-        if meta["model"] != mine["model"] or meta["config"] != mine["config"]:
+        def computed(config: dict) -> dict:  # the batch layout may change (LAYOUT_FIELDS); what is computed may not
+            return {k: v for k, v in config.items() if k not in LAYOUT_FIELDS}
+
+        if meta["model"] != mine["model"] or computed(meta["config"]) != computed(mine["config"]):
             raise FactgptError("the resume point belongs to a run with another model or recipe", path=resume_file,
                                hint="use the same flags as the interrupted run, or delete it")
         trainer.restore(tensors, meta)
