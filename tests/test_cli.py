@@ -17,7 +17,8 @@ STUDY_FLAGS = ["--reading_params_path", "--writing_params_path", "--finetune_cor
                "--eval_corpus_path", "--outputs_path", "--pretrain_lr", "--finetune_lr",
                "--bottleneck_dim", "--tb_expt_name", "--max_epochs", "--batch_size", "--n_layer",
                "--n_head", "--n_embd", "--seed", "--device", "--engine", "--precision", "--weight_decay",
-               "--min_truncation", "--max_truncation", "--mask_fraction", "--mix_pairs", "--probe_every"]
+               "--min_truncation", "--max_truncation", "--mask_fraction", "--mix_pairs", "--probe_every",
+               "--dropout_start_epoch"]
 
 
 @pytest.mark.parametrize("command", ["pretrain", "finetune", "evaluate"])
@@ -354,6 +355,7 @@ def test_bench_rows_show_each_change(tiny_files):
 
 @pytest.mark.parametrize("command, flag", [("pretrain", ["--finetune_frozen", "mlp"]),
                                            ("finetune", ["--mix_pairs"]), ("finetune", ["--min_truncation", "64"]),
+                                           ("finetune", ["--dropout_start_epoch", "2"]),
                                            ("evaluate", ["--dropout", "0"]), ("evaluate", ["--max_epochs", "3"]),
                                            ("evaluate", ["--seed", "0"]), ("evaluate", ["--tb_dir", "expt"])])
 def test_a_flag_the_command_would_ignore_is_refused(command, flag, tiny_files, capsys, tmp_path):

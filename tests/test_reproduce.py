@@ -112,7 +112,9 @@ def test_summary_is_one_line_per_row_over_its_seeds():
 
 
 @pytest.mark.parametrize("recipe", [*BUDGETS.values(), DEMO,
-                                    replace(REFERENCE, name="frozen", finetune_frozen="mlp|emb")], ids=lambda r: r.name)
+                                    replace(REFERENCE, name="frozen", finetune_frozen="mlp|emb"),
+                                    replace(REFERENCE, name="late_dropout", pretrain_dropout_start=100)],
+                         ids=lambda r: r.name)
 def test_each_stage_command_line_parses_back_into_its_configs(recipe, tmp_path):
     """The report's commands cannot drift from the parser: `factgpt ARGV` builds each stage's
     TrainConfig and GPTConfig exactly."""

@@ -165,3 +165,19 @@ def test_frozen_finetuning_resumes_exactly_and_old_resume_points_still_load(tiny
     save_training_state(resume_path_for(old), tensors, meta)
     capsys.readouterr()
     assert main([*plain, "--resume"]) == 0, capsys.readouterr().err
+
+
+def test_late_dropout_resumes_exactly(tiny_files, tmp_path, capsys, monkeypatch):
+    """A resume point inside the epochs without dropout continues into the ones with it as the
+    uninterrupted run does."""
+    common = ["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--batch_size", "2", "--max_epochs", "4",
+              "--dropout_start_epoch", "2"]
+    full = tmp_path / "full.safetensors"
+    assert main([*common, "--writing_params_path", str(full)]) == 0
+    part = tmp_path / "part.safetensors"
+    crash_training_after_step(monkeypatch, 6)  # inside epoch 2 of 4 (5 batches an epoch)
+    assert main([*common, "--checkpoint_every", "3", "--writing_params_path", str(part)]) == 130
+    monkeypatch.undo()
+    assert main([*common, "--checkpoint_every", "3", "--resume", "--writing_params_path", str(part)]) == 0
+    assert "resumed at step 6" in capsys.readouterr().err
+    assert same_tensors(_params(full), _params(part))

@@ -186,3 +186,28 @@ def test_callbacks_fire_in_order_and_stop_ends_training():
     assert (st.step, st.epoch, st.batch_in_epoch) == (5, 1, 2)
     assert seen == [("on_step_end", 1), ("on_checkpoint", 2), ("on_step_end", 2), ("on_step_end", 3),
                     ("on_epoch_end", 3), ("on_checkpoint", 4), ("on_step_end", 4), ("on_step_end", 5)]
+
+
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_late_dropout_trains_without_dropout_until_its_epoch(engine):
+    """dropout_start_epoch: every dropout at 0 for the first epochs, then the model's own rate;
+    before it starts, the run is step for step a run of the same model without dropout."""
+    corpus = CharCorruptionDataset(tiny_corpus(), 64)  # 9 documents: 3 steps an epoch of batch 4
+
+    def run(dropout: float, start: int) -> tuple[list[float], list[float], GPT]:
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=corpus.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16,
+                              embd_pdrop=dropout, resid_pdrop=dropout, attn_pdrop=dropout))
+        tc = TrainConfig(max_epochs=3, batch_size=4, learning_rate=1e-3, final_tokens=10**6, engine=engine,
+                         precision="fp32", dropout_start_epoch=start)
+        tr = Trainer(model, copy.deepcopy(corpus), tc, progress=False)
+        rates = []
+        tr.add_callback("on_step_end", lambda t: rates.append(t.raw_model.blocks[0].attn.attn_drop.p))
+        return tr.train().losses, rates, model
+
+    late, rates, model = run(0.3, 2)
+    assert rates == [0.0] * 6 + [0.3] * 3  # two epochs of 3 steps without, then the model's own
+    assert all(m.p == 0.3 for m in model.modules() if isinstance(m, torch.nn.Dropout))  # left as it was
+    none = run(0.0, 0)[0]
+    assert late[:6] == none[:6] and late[6:] != none[6:]
+    assert run(0.3, 0)[0][:6] != none[:6]  # the reference: dropout from the first step

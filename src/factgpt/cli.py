@@ -121,6 +121,9 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
                    help="CPU threads for torch (default: torch's choice)")
     g.add_argument("--dropout", type=dropout_probability, default=None,
                    help=f"all three dropouts (reference: {R.dropout:g}; also replaces a checkpoint's)")
+    g.add_argument("--dropout_start_epoch", type=non_negative(int), default=None,
+                   help="pretrain: the first N epochs run without dropout, then --dropout applies (late "
+                   f"dropout; reference: {R.pretrain_dropout_start}, dropout from the first step)")
     g.add_argument("--weight_decay", type=non_negative(float), default=None,
                    help=f"AdamW weight decay of the stage run (reference: {R.weight_decay:g})")
     k = p.add_argument_group("pretraining objective and knowledge probe")
@@ -276,12 +279,12 @@ _TRAINING_DEFAULTS = {"seed": 0, "save_every": 0, "checkpoint_every": 200, "tb_e
 # Flags of the shared study parser that a command has no use for: given, they are refused rather
 # than ignored. Pretraining and finetuning keep their own stage's settings.
 _CORRUPTION_FLAGS = ("min_truncation", "max_truncation", "mask_fraction")
-_PRETRAIN_ONLY = ("pretrain_lr", "mix_pairs", "probe_every", *_CORRUPTION_FLAGS)
+_PRETRAIN_ONLY = ("pretrain_lr", "mix_pairs", "probe_every", "dropout_start_epoch", *_CORRUPTION_FLAGS)
 # Both learning rates name the TensorBoard run (as the reference's run.py does), so both are taken.
 _EVALUATE_ONLY = ("eval_corpus_path", "outputs_path")  # training writes no predictions
 NOT_FOR = {
     "pretrain": ("finetune_frozen", *_EVALUATE_ONLY),
-    "finetune": ("mix_pairs", "probe_every", *_CORRUPTION_FLAGS, *_EVALUATE_ONLY),
+    "finetune": ("mix_pairs", "probe_every", "dropout_start_epoch", *_CORRUPTION_FLAGS, *_EVALUATE_ONLY),
     "evaluate": (*_PRETRAIN_ONLY, "finetune_lr", "finetune_frozen", "max_epochs", "batch_size", "final_tokens",
                  "weight_decay", "dropout", "writing_params_path", "shuffle", "resume", "precision",
                  "group_tokens", "compile", "finetune_corpus_path", *_TRAINING_DEFAULTS),
@@ -312,6 +315,7 @@ def recipe_of(args) -> Recipe:
                  bottleneck_dim=args.bottleneck_dim, precision=args.precision, pretrain_lr=args.pretrain_lr,
                  finetune_lr=args.finetune_lr, finetune_frozen=args.finetune_frozen,
                  mix_pairs=args.mix_pairs or None, probe_every=args.probe_every,
+                 pretrain_dropout_start=args.dropout_start_epoch,
                  **stage)
     corruption = dict(min_truncation=args.min_truncation, max_truncation=args.max_truncation,
                       mask_fraction=args.mask_fraction)

@@ -100,6 +100,9 @@ class TrainConfig:
     # A regular expression of parameter names this stage leaves as they are (no gradient, no
     # optimiser state, no decay); "": train every parameter, as the reference does.
     frozen: str = ""
+    # Late dropout: the first this many epochs run with every dropout at 0, the rest at the model's
+    # own rate; 0: the model's rate from the first step, as the reference.
+    dropout_start_epoch: int = 0
     extra: dict = field(default_factory=dict)  # free-form notes carried into checkpoints
 
 
@@ -160,6 +163,7 @@ class Recipe:
     # mix the finetuning pairs into pretraining (`mixed`), all but the probe's held-out people
     mix_pairs: bool = False
     probe_every: int = 0  # epochs between knowledge probes during pretraining (0: none)
+    pretrain_dropout_start: int = 0  # pretraining epochs without dropout before `dropout` applies (0: none)
     # finetuning
     finetune_epochs: int = 10  # after pretraining
     finetune_epochs_scratch: int = 75  # without pretraining
@@ -194,7 +198,8 @@ class Recipe:
         final = int(self.pretrain_final_epochs * epochs / self.pretrain_epochs * per_epoch * BLOCK_SIZE)
         return TrainConfig(max_epochs=epochs, batch_size=self.pretrain_batch, learning_rate=self.pretrain_lr,
                            final_tokens=final, seed=seed, precision=self.precision,
-                           weight_decay=self.weight_decay, shuffle=self.shuffle)
+                           weight_decay=self.weight_decay, shuffle=self.shuffle,
+                           dropout_start_epoch=self.pretrain_dropout_start)
 
     def finetune_config(self, n_pretrain_docs: int, pretrained: bool, seed: int) -> TrainConfig:
         """Finetuning, after pretraining or from scratch; final_tokens is the reference's, set by the

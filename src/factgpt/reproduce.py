@@ -194,6 +194,7 @@ class Stage:
                 "--max_truncation": c.max_truncation if pre else None,
                 "--mask_fraction": c.mask_fraction if pre else None,
                 "--probe_every": r.probe_every if pre else None,
+                "--dropout_start_epoch": t.dropout_start_epoch if pre else None,
                 "--finetune_frozen": None if pre else t.frozen}
 
     # shown always; the other flags where the recipe differs from the reference
@@ -630,6 +631,8 @@ def recipe_differences(recipe: Recipe, full: Recipe) -> str:
         ("shortest truncation", c.min_truncation, ref.min_truncation),
         ("mask fraction", c.mask_fraction, ref.mask_fraction)) if mine != theirs]
     diffs += ["a new example order every epoch"] if recipe.shuffle else []
+    diffs += ([f"no dropout for the first {recipe.pretrain_dropout_start} epochs (late dropout)"]
+              if recipe.pretrain_dropout_start else [])
     diffs += (["the finetuning pairs mixed into pretraining, all but the probe's held-out people"]
               if recipe.mix_pairs else [])
     return f" Pretraining unlike the reference: {'; '.join(diffs)}." if diffs else ""

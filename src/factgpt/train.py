@@ -177,6 +177,7 @@ class Trainer:
         model.set_attention("sdpa" if fast else "explicit")
         model.to(self.device)
         self.frozen = freeze(model, config.frozen)  # before DDP and the optimiser see the parameters
+        self._dropouts = [(m, m.p) for m in model.modules() if isinstance(m, torch.nn.Dropout)]  # own rates
         # Data parallel under torchrun: every process builds the same global batch (same draws) and
         # trains on its slice; gradients are averaged by DistributedDataParallel.
         self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -334,6 +335,7 @@ class Trainer:
             t_start = time.perf_counter()  # the callbacks' own time is not training time
 
         for epoch in range(st.epoch, cfg.max_epochs):
+            self._set_dropout(epoch >= cfg.dropout_start_epoch)
             model.train()
             for parts, n_examples, n_targets in self._batches(st.batch_in_epoch):
                 loss = self._loss(parts, n_targets)
@@ -377,9 +379,15 @@ class Trainer:
             if self.should_stop:
                 break
         st.seconds += time.perf_counter() - t_start
+        self._set_dropout(True)  # the model leaves training with its own rates
         if bar is not None:
             bar.close()
         return st
+
+    def _set_dropout(self, on: bool) -> None:
+        """Every dropout at the model's own rate, or (`dropout_start_epoch` not yet reached) at 0."""
+        for m, p in self._dropouts:
+            m.p = p if on else 0.0
 
     # -- resuming -------------------------------------------------------------------------------
 
