@@ -263,6 +263,12 @@ def test_a_folder_or_a_file_in_the_way_of_an_output_is_one_clear_line(tiny_files
     assert blocker.read_text(encoding="utf-8") == "x"
 
 
+def test_late_dropout_that_never_starts_is_refused(tiny_files, capsys, tmp_path):
+    _one_clear_line(*run(["pretrain", "vanilla", tiny_files["corpus"], *TINY, "--writing_params_path",
+                          tmp_path / "p", "--max_epochs", "3", "--dropout_start_epoch", "3"], capsys)[::2],
+                    "leaves none of the 3 epochs with dropout")
+
+
 def test_pretrain_refuses_a_pairs_file_it_would_not_read(tiny_files, capsys, tmp_path):
     _one_clear_line(*run(["pretrain", "vanilla", tiny_files["corpus"], *TINY, "--writing_params_path",
                           tmp_path / "p", "--finetune_corpus_path", tiny_files["train"]], capsys)[::2],

@@ -126,7 +126,7 @@ def _tiny_checkpoint(path):
 
 
 @pytest.mark.parametrize("edit", [lambda m: m["config"].update(n_wings=2), lambda m: m.pop("vocab"),
-                                  lambda m: m["config"].update(n_head=0)])
+                                  lambda m: m["config"].update(n_head=0), lambda m: m["vocab"].pop()])
 def test_a_hand_edited_checkpoint_header_is_one_clear_error(edit, tmp_path):
     import json
 

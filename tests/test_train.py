@@ -211,3 +211,25 @@ def test_late_dropout_trains_without_dropout_until_its_epoch(engine):
     none = run(0.0, 0)[0]
     assert late[:6] == none[:6] and late[6:] != none[6:]
     assert run(0.3, 0)[0][:6] != none[:6]  # the reference: dropout from the first step
+
+
+def test_late_dropout_is_restored_however_training_ends():
+    corpus = CharCorruptionDataset(tiny_corpus(), 64)
+    model = GPT(GPTConfig(vocab_size=corpus.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16,
+                          embd_pdrop=0.2, resid_pdrop=0.2, attn_pdrop=0.2))
+    tr = Trainer(model, corpus, TrainConfig(max_epochs=3, batch_size=4, learning_rate=1e-3, final_tokens=10**6,
+                                            dropout_start_epoch=2), progress=False)
+
+    def crash(t):
+        raise KeyboardInterrupt  # mid-run, while every dropout is at 0
+
+    tr.add_callback("on_step_end", crash)
+    with pytest.raises(KeyboardInterrupt):
+        tr.train()
+    assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.2}
+
+
+def test_late_dropout_scales_with_a_shorter_perceiver_pretraining():
+    r = replace(REFERENCE, pretrain_epochs=100, perceiver_pretrain_epochs=50, pretrain_dropout_start=40)
+    assert r.pretrain_config(10, 0).dropout_start_epoch == 40
+    assert r.pretrain_config(10, 0, perceiver=True).dropout_start_epoch == 20

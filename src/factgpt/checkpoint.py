@@ -112,6 +112,8 @@ def load_checkpoint(path: str | Path, *, n_head: int = 8) -> Checkpoint:
     try:  # a header edited by hand, or written by another program, must not end in a traceback
         config = GPTConfig(**meta["config"])
         ckpt = Checkpoint(config, tensors, Vocab(meta["vocab"]), meta.get("progress", {}), "factgpt")
+        if len(ckpt.vocab) != config.vocab_size or not isinstance(ckpt.progress, dict):
+            raise ValueError(f"a vocabulary of {len(ckpt.vocab)} characters for vocab_size {config.vocab_size}")
     except (KeyError, TypeError, ValueError, AttributeError, FactgptError) as e:
         raise FactgptError(f"the checkpoint's header is malformed ({type(e).__name__}: {e})", path=path) from None
     _check_tensors(ckpt, path)

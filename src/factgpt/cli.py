@@ -390,6 +390,9 @@ def _pretrain(args) -> int:
     corpus = stages.load_corpus(args.pretrain_corpus_path, corruption=r.corruption)
     pairs = stages.mixed_pairs(corpus, args.finetune_corpus_path) if r.mix_pairs else None
     tconf = train_config_of(args, r, len(corpus), rt.world, n_mixed_pairs=len(pairs) if pairs is not None else 0)
+    if tconf.dropout_start_epoch >= tconf.max_epochs:
+        raise FactgptError(f"--dropout_start_epoch {tconf.dropout_start_epoch} leaves none of the "
+                           f"{tconf.max_epochs} epochs with dropout", hint="give a smaller one, or --dropout 0")
     out = stages.pretrain(args.pretrain_corpus_path, rt.spec, tconf, args.writing_params_path,
                           device=rt.device, writer=_writer(args, r, "pretrain"), progress=rt.progress,
                           reading_params_path=args.reading_params_path,

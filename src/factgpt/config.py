@@ -199,7 +199,7 @@ class Recipe:
         return TrainConfig(max_epochs=epochs, batch_size=self.pretrain_batch, learning_rate=self.pretrain_lr,
                            final_tokens=final, seed=seed, precision=self.precision,
                            weight_decay=self.weight_decay, shuffle=self.shuffle,
-                           dropout_start_epoch=self.pretrain_dropout_start)
+                           dropout_start_epoch=round(self.pretrain_dropout_start * epochs / self.pretrain_epochs))
 
     def finetune_config(self, n_pretrain_docs: int, pretrained: bool, seed: int) -> TrainConfig:
         """Finetuning, after pretraining or from scratch; final_tokens is the reference's, set by the

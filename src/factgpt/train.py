@@ -318,6 +318,12 @@ class Trainer:
 
     def train(self) -> TrainState:
         """Train from where the state stands to the last epoch, or until a callback calls stop()."""
+        try:
+            return self._train()
+        finally:  # however training ends, the model leaves it with its own dropout rates
+            self._set_dropout(True)
+
+    def _train(self) -> TrainState:
         cfg, model, st = self.config, self.raw_model, self.state
         self.should_stop = False
         steps_per_epoch = math.ceil(len(self.dataset) / cfg.batch_size)
@@ -379,7 +385,6 @@ class Trainer:
             if self.should_stop:
                 break
         st.seconds += time.perf_counter() - t_start
-        self._set_dropout(True)  # the model leaves training with its own rates
         if bar is not None:
             bar.close()
         return st
