@@ -24,7 +24,8 @@ def main() -> None:
     args = ap.parse_args()
     d = Path(args.data_dir)
     gold = [line.split("\t")[1] for line in (d / args.eval).read_text(encoding="utf-8").splitlines()]
-    seen = Counter(line.split("\t")[1] for line in (d / "birth_places_train.tsv").read_text(encoding="utf-8").splitlines())
+    train = (d / "birth_places_train.tsv").read_text(encoding="utf-8").splitlines()
+    seen = Counter(line.split("\t")[1] for line in train)  # how often each place is a finetuning answer
     right = {}
     for spec in args.runs:
         label, path = spec.split("=", 1)
@@ -40,7 +41,8 @@ def main() -> None:
     print("|---|---|---|---|" + "---|" * len(right))
     for lab, ok in right.items():
         med = statistics.median(seen[gold[i]] for i in ok) if ok else float("nan")
-        print(f"| {lab} | {len(ok)} | {len(ok & never)} | {med:g} |" + "".join(f" {len(ok & o)} |" for o in right.values()))
+        shared = "".join(f" {len(ok & o)} |" for o in right.values())
+        print(f"| {lab} | {len(ok)} | {len(ok & never)} | {med:g} |{shared}")
 
 
 if __name__ == "__main__":

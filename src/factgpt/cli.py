@@ -280,8 +280,8 @@ _TRAINING_DEFAULTS = {"seed": 0, "save_every": 0, "checkpoint_every": 200, "tb_e
 # than ignored. Pretraining and finetuning keep their own stage's settings.
 _CORRUPTION_FLAGS = ("min_truncation", "max_truncation", "mask_fraction")
 _PRETRAIN_ONLY = ("pretrain_lr", "mix_pairs", "probe_every", "dropout_start_epoch", *_CORRUPTION_FLAGS)
-# Both learning rates name the TensorBoard run (as the reference's run.py does), so both are taken.
 _EVALUATE_ONLY = ("eval_corpus_path", "outputs_path")  # training writes no predictions
+# Both learning rates name the TensorBoard run (as the reference's run.py does), so both are taken.
 NOT_FOR = {
     "pretrain": ("finetune_frozen", *_EVALUATE_ONLY),
     "finetune": ("mix_pairs", "probe_every", "dropout_start_epoch", *_CORRUPTION_FLAGS, *_EVALUATE_ONLY),

@@ -24,6 +24,7 @@ import torch
 
 from factgpt.data import Question, Vocab
 from factgpt.decode import generate_batched
+from factgpt.errors import FactgptError
 from factgpt.evaluate import predict, score
 from factgpt.model import GPT
 
@@ -48,12 +49,13 @@ class ProbeSchedule:
     questions: list[Question] = field(default_factory=list)
 
 
-def split_heldout(questions: list[T], n: int = HELDOUT) -> tuple[list[T], list[T]]:
+def split_heldout(questions: list[T], n: int = HELDOUT, *, source=None) -> tuple[list[T], list[T]]:
     """(finetuning part, held-out part) of a finetuning file's questions (or its lines): the
     held-out part is the last `n`, or the last tenth (at least one) of a file with fewer than 10 * n
-    lines."""
+    lines. `source` (the file) names it in the error."""
     if len(questions) < 2:
-        raise ValueError("holding people out needs at least two questions")
+        raise FactgptError(f"{len(questions)} question line(s): holding people out needs at least two",
+                           path=source, hint="give the whole finetuning file (birth_places_train.tsv)")
     n = min(n, max(1, len(questions) // 10))
     return questions[:-n], questions[-n:]
 

@@ -76,18 +76,10 @@ def load_pairs(corpus: CharCorruptionDataset, path: str | Path) -> NameDataset:
     return NameDataset(corpus, read_text(path), source=path)
 
 
-def _heldout_split(items: list, path: str | Path) -> tuple[list, list]:
-    """`probe.split_heldout` of a pairs file, whose error names the file."""
-    if len(items) < 2:
-        raise FactgptError(f"{len(items)} question line(s): holding people out needs at least two", path=path,
-                           hint="give the whole finetuning file (birth_places_train.tsv)")
-    return split_heldout(items)
-
-
 def mixed_pairs(corpus: CharCorruptionDataset, path: str | Path) -> NameDataset:
     """The pairs of `path` that pretraining mixes in: all but its held-out people (its last lines,
     `probe.split_heldout`), whom the knowledge probe asks instead."""
-    kept = _heldout_split(split_lines(read_text(path)), path)[0]
+    kept = split_heldout(split_lines(read_text(path)), source=path)[0]
     return NameDataset(corpus, "".join(ln + "\n" for ln in kept), source=path)
 
 
@@ -98,7 +90,7 @@ def knowledge_probe(corpus: CharCorruptionDataset, pairs_path: str | Path, every
     pretraining), it also asks them `Where was NAME born?`."""
     if not every:
         return None
-    heldout = _heldout_split(read_questions(pairs_path, require_answers=True), pairs_path)[1]
+    heldout = split_heldout(read_questions(pairs_path, require_answers=True), source=pairs_path)[1]
     return ProbeSchedule(every, probe_items(heldout, "\n".join(corpus.data), max_prefix=corpus.max_len),
                          heldout if ask else [])
 
