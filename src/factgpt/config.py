@@ -122,6 +122,19 @@ def train_defaults() -> dict:
     return json_roundtrip(asdict(TrainConfig(max_epochs=0, batch_size=0, learning_rate=0.0)))
 
 
+def same_training(recorded: dict, mine: dict) -> bool:
+    """Whether a recorded TrainConfig (a stage record's or a resume point's, as its JSON reads back)
+    computes what `mine` does. A record written before a setting existed lacks it (it then had its
+    default) and may spell `engine` as `path`; the batch layout (LAYOUT_FIELDS) may differ."""
+    recorded = dict(recorded)
+    if "path" in recorded:  # written before TrainConfig.path was named engine
+        recorded["engine"] = recorded.pop("path")
+    defaults = train_defaults()
+    recorded = {**{k: defaults[k] for k in mine if k not in recorded}, **recorded}
+    return ({k: v for k, v in recorded.items() if k not in LAYOUT_FIELDS}
+            == {k: v for k, v in mine.items() if k not in LAYOUT_FIELDS})
+
+
 def final_tokens_for(n_pretrain_docs: int, block_size: int = BLOCK_SIZE) -> int:
     """The reference's final_tokens: 200 * len(pretraining dataset) * block_size."""
     return 200 * n_pretrain_docs * block_size

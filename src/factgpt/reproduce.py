@@ -34,7 +34,7 @@ from factgpt.config import (
     Recipe,
     TrainConfig,
     json_roundtrip,
-    train_defaults,
+    same_training,
 )
 from factgpt.data import MixedDataset, NameDataset, read_questions
 from factgpt.errors import FactgptError
@@ -116,18 +116,8 @@ def same_recipe(record: dict, model_identity: dict, tconf: TrainConfig,
     `engine` as `path`."""
     if corruption is not None and record.get("corruption", asdict(Corruption())) != asdict(corruption):
         return False
-    train = dict(record.get("train") or {})
-    if "path" in train:
-        train["engine"] = train.pop("path")
-    mine = json_roundtrip(asdict(tconf))
-    defaults = train_defaults()
-    for key in mine:
-        if key in LAYOUT_FIELDS:
-            train.pop(key, None)
-        elif key not in train:
-            train[key] = defaults[key]
-    mine = {k: v for k, v in mine.items() if k not in LAYOUT_FIELDS}
-    return record.get("model") == json_roundtrip(model_identity) and train == mine
+    return (record.get("model") == json_roundtrip(model_identity)
+            and same_training(record.get("train") or {}, json_roundtrip(asdict(tconf))))
 
 
 @dataclass(frozen=True)

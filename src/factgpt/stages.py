@@ -25,7 +25,6 @@ from factgpt.checkpoint import (
 )
 from factgpt.config import (
     BLOCK_SIZE,
-    LAYOUT_FIELDS,
     REFERENCE,
     REFERENCE_CORRUPTION,
     SHAPE_FIELDS,
@@ -33,7 +32,7 @@ from factgpt.config import (
     GPTConfig,
     Recipe,
     TrainConfig,
-    train_defaults,
+    same_training,
 )
 from factgpt.data import (
     CharCorruptionDataset,
@@ -193,15 +192,7 @@ def run_training(model: GPT, dataset: TrainingData, tconf: TrainConfig, corpus: 
     if resume and resume_file.exists():
         tensors, meta = load_training_state(resume_file)
         mine = trainer.identity()
-        if "path" in meta["config"]:  # written before TrainConfig.path was named engine
-            meta["config"]["engine"] = meta["config"].pop("path")
-        defaults = train_defaults()
-        for key in mine["config"]:  # written before a setting existed (e.g. frozen): it had its default
-            meta["config"].setdefault(key, defaults[key])
-        def computed(config: dict) -> dict:  # the batch layout may change (LAYOUT_FIELDS); what is computed may not
-            return {k: v for k, v in config.items() if k not in LAYOUT_FIELDS}
-
-        if meta["model"] != mine["model"] or computed(meta["config"]) != computed(mine["config"]):
+        if meta["model"] != mine["model"] or not same_training(meta["config"], mine["config"]):
             raise FactgptError("the resume point belongs to a run with another model or recipe", path=resume_file,
                                hint="use the same flags as the interrupted run, or delete it")
         trainer.restore(tensors, meta)
