@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", choices=tuple(BUDGETS),
                    default="full",
                    help="full: the reference recipe; quick: 100 pretraining epochs, bf16; fast: fast430 cut to 380 "
-                   "epochs, sized for 2 hours on 2 cores, finetuning with the MLPs and embeddings frozen; "
+                   "epochs, sized for 2 hours on 2 AVX512-BF16 cores (about 3x that on AVX2 ones), "
+                   "finetuning with the MLPs and embeddings frozen; "
                    "fast70: the first try at fast (70 epochs, no dropout, "
                    "truncations of 64-112); fast300: the reference's "
                    "optimiser without dropout, one cosine over 300 epochs; fast430: the reference recipe shuffled, "
