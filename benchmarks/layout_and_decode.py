@@ -31,7 +31,8 @@ def main() -> None:
     torch.manual_seed(0)
     vanilla = GPT(GPTConfig(vocab_size=corpus.vocab_size))
     pretrain = REFERENCE.pretrain_config(len(corpus), 0)
-    layouts = [Variant("packed rows, precision auto", layout="packed"), Variant("grouped rows, precision auto")]
+    layouts = [Variant("packed rows, precision auto", layout="packed"),
+               Variant("grouped rows, precision auto", layout="grouped")]
     for variant in layouts * 2:
         row = time_training(copy.deepcopy(vanilla), corpus, 4, "fast", variant, pretrain)
         print(f"pretrain, {variant.label}: {row.examples_per_s:.1f} examples/s")

@@ -81,8 +81,8 @@ def test_flags_replace_the_fields_of_their_stage():
     assert (t.max_epochs, t.batch_size, t.weight_decay, t.seed, t.precision) == (3, 4, 0, 2, "fp32")
     assert t.shuffle and t.final_tokens == 99
     assert t.group_tokens == TrainConfig.group_tokens
-    assert train_config_of(parse(["pretrain", "vanilla", "wiki.txt", "--group_tokens", "16384"]), REFERENCE,
-                           N_DOCS).group_tokens == 16384
+    grouped = train_config_of(parse(["pretrain", "vanilla", "wiki.txt", "--group_tokens", "16384"]), REFERENCE, N_DOCS)
+    assert (grouped.layout, grouped.group_tokens) == ("grouped", 16384)  # groups asked for: not packed
     r = recipe_of(parse(["finetune", "vanilla", "wiki.txt", *flags]))
     assert (r.finetune_epochs, r.finetune_epochs_scratch, r.finetune_batch, r.finetune_weight_decay) == (3, 3, 4, 0)
     assert (r.pretrain_epochs, r.weight_decay) == (REFERENCE.pretrain_epochs, REFERENCE.weight_decay)
@@ -100,3 +100,14 @@ def test_a_checkpoints_shape_is_checked_only_when_asked(tiny_files, tmp_path):
                             (("n_embd",), f"n_embd 16, not {REFERENCE.n_embd}")):
         with pytest.raises(FactgptError, match=problem):
             load_model(path, ModelSpec("perceiver", REFERENCE, pinned=pinned), corpus, tiny_files["corpus"])
+
+
+def test_vanilla_pretraining_packs_and_the_rest_is_grouped():
+    """Packed rows for vanilla pretraining (measured faster, docs/benchmarks.md); the perceiver
+    cannot pack and finetuning runs faster grouped."""
+    assert REFERENCE.pretrain_config(N_DOCS, 0).layout == "packed"
+    assert REFERENCE.pretrain_config(N_DOCS, 0, perceiver=True).layout == "grouped"
+    assert REFERENCE.finetune_config(N_DOCS, True, 0).layout == "grouped"
+    parse = build_parser().parse_args
+    assert train_config_of(parse(["pretrain", "vanilla", "wiki.txt"]), REFERENCE, N_DOCS).layout == "packed"
+    assert train_config_of(parse(["finetune", "vanilla", "wiki.txt"]), REFERENCE, N_DOCS).layout == "grouped"

@@ -50,7 +50,7 @@ class Variant:
     """One way to run the fast path, for the row that shows what a change bought."""
     label: str
     precision: str = "auto"
-    layout: str = "grouped"
+    layout: str | None = None  # "grouped" or "packed" (None: the stage's own, packed for vanilla pretraining)
     torch_dropout: bool = False  # torch's Bernoulli masks instead of model.keep_mask
     group_tokens: int | None = None  # ids per group of the grouped layout (None: TrainConfig's)
 
@@ -59,8 +59,8 @@ class Variant:
 FAST_VARIANTS = (
     Variant("fast fp32, packed rows, torch's dropout masks", precision="fp32", layout="packed", torch_dropout=True),
     Variant("+ fast dropout masks", precision="fp32", layout="packed"),
-    Variant("+ rows grouped by length", precision="fp32"),
-    Variant("+ precision auto (the default)"),
+    Variant("+ rows grouped by length", precision="fp32", layout="grouped"),
+    Variant("+ precision auto, the stage's own layout (the default)"),
 )
 
 
@@ -89,7 +89,7 @@ def time_training(model: GPT, ds, steps: int, path: str, variant: Variant, base:
     warm-up step. Every step ends in loss.item(), so on a GPU the clock stops after its kernels ran."""
     def trainer(n_steps: int) -> Trainer:
         tc = replace(base, max_epochs=1, engine=path, precision="fp32" if path == "reference" else variant.precision,
-                     layout=variant.layout, group_tokens=variant.group_tokens or base.group_tokens)
+                     layout=variant.layout or base.layout, group_tokens=variant.group_tokens or base.group_tokens)
         t = Trainer(model, FirstN(ds, n_steps * base.batch_size), tc, device=device, progress=False)
         for m in model.modules():
             if isinstance(m, Dropout) and variant.torch_dropout:

@@ -35,8 +35,9 @@ if TYPE_CHECKING:  # torch and the library load on first use, so that `--help` i
 VARIANTS = ("vanilla", "perceiver")
 
 
-GROUP_TOKENS_HELP = (f"ids per group of the fast engine's length-grouped batches ({TrainConfig.group_tokens}); "
-                     "larger groups mean fewer, larger kernel launches, which suits a GPU; the arithmetic is the same")
+GROUP_TOKENS_HELP = ("lay the fast engine's batches out in length-sorted groups of this many ids (default: packed "
+                     f"rows for vanilla pretraining, groups of {TrainConfig.group_tokens} elsewhere); larger groups "
+                     "mean fewer, larger kernel launches, which suits a GPU; the arithmetic is the same")
 
 
 def _bounded(kind: type, name: str, ok, says: str):
@@ -337,8 +338,8 @@ def train_config_of(args, recipe: Recipe, n_pretrain_docs: int, world: int = 1,
     else:
         tconf = recipe.finetune_config(n_pretrain_docs, args.reading_params_path is not None, seed)
     run = dict(engine=args.engine, compile=args.compile, shuffle=tconf.shuffle or args.shuffle or world > 1)
-    if args.group_tokens is not None:
-        run["group_tokens"] = args.group_tokens
+    if args.group_tokens is not None:  # groups asked for: this stage is grouped, packed or not by default
+        run.update(layout="grouped", group_tokens=args.group_tokens)
     if args.final_tokens is not None:
         run["final_tokens"] = args.final_tokens
     return replace(tconf, **run)
@@ -491,7 +492,8 @@ def _bench(args) -> int:
     device = resolve_device(args.device)
     variants = FAST_VARIANTS
     if args.group_tokens is not None:
-        variants += (Variant(f"default, groups of {args.group_tokens} ids", group_tokens=args.group_tokens),)
+        variants += (Variant(f"default, groups of {args.group_tokens} ids", layout="grouped",
+                             group_tokens=args.group_tokens),)
     rows, decode = run_bench(args.data_dir, steps=args.steps, params=args.params, device=device,
                              decode_sample=args.decode_sample, variants=variants,
                              log=lambda m: print(m, file=sys.stderr))
@@ -568,7 +570,7 @@ def _reproduce(args) -> int:
     run = TableRun(Files(d / "wiki.txt", d / "birth_places_train.tsv", d / "birth_dev.tsv", extra), recipe,
                    args.out, device=resolve_device(args.device), progress=not args.quiet,
                    log=lambda m: print(m, file=sys.stderr), checkpoint_every=args.checkpoint_every,
-                   layout={} if args.group_tokens is None else {"group_tokens": args.group_tokens})
+                   layout={} if args.group_tokens is None else {"layout": "grouped", "group_tokens": args.group_tokens})
     summary = summarize(run.run(seeds=args.seeds, rows=args.rows or ROWS, first_seed=args.first_seed))
     note = budget_note(recipe, args.seeds, len(run.questions))
     report = write_report(args.out, summary, run.records, title="factgpt reproduce: the study's table",
