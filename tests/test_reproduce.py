@@ -72,6 +72,7 @@ def test_first_seed_and_layout_reach_the_stages(tiny_files, tmp_path):
     run.run(rows=("vanilla_pretrain",), first_seed=1)
     assert sorted(run.records) == [f"vanilla_pretrain_seed1.{s}" for s in ("evaluate", "finetune", "pretrain")]
     assert run.records["vanilla_pretrain_seed1.pretrain"]["train"]["group_tokens"] == 64
+    assert run.records["vanilla_pretrain_seed1.pretrain"]["train"]["layout"] == "grouped"  # not packed
     with pytest.raises(ValueError, match="layout takes"):
         TableRun(files, RECIPE, tmp_path / "other", progress=False, layout={"learning_rate": 1.0})
 

@@ -188,8 +188,8 @@ def test_callbacks_fire_in_order_and_stop_ends_training():
                     ("on_epoch_end", 3), ("on_checkpoint", 4), ("on_step_end", 4), ("on_step_end", 5)]
 
 
-@pytest.mark.parametrize("engine", ["fast", "reference"])
-def test_late_dropout_trains_without_dropout_until_its_epoch(engine):
+@pytest.mark.parametrize("engine,layout", [("fast", "grouped"), ("fast", "packed"), ("reference", "grouped")])
+def test_late_dropout_trains_without_dropout_until_its_epoch(engine, layout):
     """dropout_start_epoch: every dropout at 0 for the first epochs, then the model's own rate;
     before it starts, the run is step for step a run of the same model without dropout."""
     corpus = CharCorruptionDataset(tiny_corpus(), 64)  # 9 documents: 3 steps an epoch of batch 4
@@ -199,7 +199,7 @@ def test_late_dropout_trains_without_dropout_until_its_epoch(engine):
         model = GPT(GPTConfig(vocab_size=corpus.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16,
                               embd_pdrop=dropout, resid_pdrop=dropout, attn_pdrop=dropout))
         tc = TrainConfig(max_epochs=3, batch_size=4, learning_rate=1e-3, final_tokens=10**6, engine=engine,
-                         precision="fp32", dropout_start_epoch=start)
+                         precision="fp32", dropout_start_epoch=start, layout=layout)
         tr = Trainer(model, copy.deepcopy(corpus), tc, progress=False)
         rates = []
         tr.add_callback("on_step_end", lambda t: rates.append(t.raw_model.blocks[0].attn.attn_drop.p))

@@ -37,7 +37,8 @@ VARIANTS = ("vanilla", "perceiver")
 
 GROUP_TOKENS_HELP = ("lay the fast engine's batches out in length-sorted groups of this many ids (default: packed "
                      f"rows for vanilla pretraining, groups of {TrainConfig.group_tokens} elsewhere); larger groups "
-                     "mean fewer, larger kernel launches, which suits a GPU; the arithmetic is the same")
+                     "mean fewer, larger kernel launches, which suits a GPU; the same arithmetic (with dropout, "
+                     "the same distribution in other draws)")
 
 
 def _bounded(kind: type, name: str, ok, says: str):
@@ -112,7 +113,7 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None, help=f"seed for init, dropout and corruption draws ({D['seed']})")
     g.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
     g.add_argument("--engine", "--path", dest="engine", choices=("fast", "reference"), default="fast",
-                   help="fast (length-grouped batches, fused kernels, KV-cache decoding) or the reference's "
+                   help="fast (packed or length-grouped batches, fused kernels, KV-cache decoding) or the reference's "
                    "computation; --path is its former name")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
                    help=f"{R.precision} by default. auto: bf16 autocast where the hardware runs bf16 matmuls "

@@ -269,6 +269,8 @@ class TableRun:
         unknown = set(self.layout) - set(LAYOUT_FIELDS)
         if unknown:
             raise ValueError(f"layout takes {', '.join(LAYOUT_FIELDS)}, not {', '.join(sorted(unknown))}")
+        if "group_tokens" in self.layout:  # groups asked for: vanilla pretraining would otherwise pack
+            self.layout.setdefault("layout", "grouped")
         self.records_path = self.out / "stages.json"
         self.records: dict = json.loads(self.records_path.read_text()) if self.records_path.exists() else {}
         self.corpus = load_corpus(files.corpus, corruption=recipe.corruption)

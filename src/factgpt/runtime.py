@@ -51,7 +51,10 @@ def machine(device: torch.device | str = "cpu") -> str:
     GPU where `device` is one."""
     device = torch.device(device)
     gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    return (f"{platform.node() or 'unknown'} ({platform.machine()} {torch.backends.cpu.get_cpu_capability()}, "
+    # the vector unit torch dispatches to, and whether bf16 matmuls are native (AVX512 need not have them)
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    vector = f"{torch.backends.cpu.get_cpu_capability()}{' BF16' if native else ''}"
+    return (f"{platform.node() or 'unknown'} ({platform.machine()} {vector}, "
             f"{torch.get_num_threads()} threads, torch {torch.__version__}{gpu})")
 
 

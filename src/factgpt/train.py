@@ -282,8 +282,9 @@ class Trainer:
         """The fast engine's rows. "grouped": examples sorted by length, cut into groups of about
         `group_tokens` ids, each group trimmed to its longest example, so attention costs the
         sum of squared lengths. "packed": several examples per row of block_size with a
-        block-diagonal mask (vanilla only), kept to measure against. Every row starts an
-        example at position 0, which the perceiver needs (latent i reads input positions <= i)."""
+        block-diagonal mask (vanilla only; the default of vanilla pretraining, Recipe.pretrain_config).
+        Every grouped row starts an example at position 0, which the perceiver needs (latent i reads
+        input positions <= i)."""
         if self.config.layout == "packed" and not self.raw_model.perceiver:
             b = pack(x, y, row_len=x.shape[1])
             return [{"idx": self._to(b.x), "targets": self._to(b.y), "positions": self._to(b.positions),
