@@ -571,7 +571,7 @@ def _reproduce(args) -> int:
     run = TableRun(Files(d / "wiki.txt", d / "birth_places_train.tsv", d / "birth_dev.tsv", extra), recipe,
                    args.out, device=resolve_device(args.device), progress=not args.quiet,
                    log=lambda m: print(m, file=sys.stderr), checkpoint_every=args.checkpoint_every,
-                   layout={} if args.group_tokens is None else {"layout": "grouped", "group_tokens": args.group_tokens})
+                   layout={} if args.group_tokens is None else {"group_tokens": args.group_tokens})  # TableRun: grouped
     summary = summarize(run.run(seeds=args.seeds, rows=args.rows or ROWS, first_seed=args.first_seed))
     note = budget_note(recipe, args.seeds, len(run.questions))
     report = write_report(args.out, summary, run.records, title="factgpt reproduce: the study's table",
