@@ -1,7 +1,10 @@
-"""Packed vs grouped rows at the default precision, and perceiver vs vanilla decoding like for like
-(both untrained, so both decode every step), each alternated twice in one run:
+"""Packed vs grouped rows at the default precision (vanilla pretraining; the order alternates, packed
+first in even rounds), and perceiver vs vanilla decoding like for like (both untrained, so both
+decode every step, twice), in one run:
 
-    python benchmarks/layout_and_decode.py [--data-dir ../shared/data]
+    python benchmarks/layout_and_decode.py [--data-dir ../shared/data] [--steps 4] [--repeats 2]
+
+docs/benchmarks.md's AVX2 comparison is `--steps 10 --repeats 3`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default="../shared/data")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=4, help="timed optimiser steps of 128 per measurement (4)")
+    ap.add_argument("--repeats", type=int, default=2, help="rounds of packed and grouped (2)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     d = Path(args.data_dir)
@@ -33,9 +38,10 @@ def main() -> None:
     pretrain = REFERENCE.pretrain_config(len(corpus), 0)
     layouts = [Variant("packed rows, precision auto", layout="packed"),
                Variant("grouped rows, precision auto", layout="grouped")]
-    for variant in layouts * 2:
-        row = time_training(copy.deepcopy(vanilla), corpus, 4, "fast", variant, pretrain)
-        print(f"pretrain, {variant.label}: {row.examples_per_s:.1f} examples/s")
+    for round_ in range(args.repeats):
+        for variant in layouts if round_ % 2 == 0 else layouts[::-1]:
+            row = time_training(copy.deepcopy(vanilla), corpus, args.steps, "fast", variant, pretrain)
+            print(f"pretrain, {variant.label}: {row.examples_per_s:.1f} examples/s", flush=True)
     questions = read_questions(d / "birth_dev.tsv")
     torch.manual_seed(0)
     perceiver = GPT(GPTConfig(vocab_size=corpus.vocab_size, perceiver=True, bottleneck_dim=PERCEIVER_M)).eval()
