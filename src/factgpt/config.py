@@ -209,7 +209,7 @@ class Recipe:
         epochs = self.pretrain_epochs_of(perceiver)
         per_epoch = n_pretrain_docs + n_mixed_pairs  # examples an epoch shows
         # Vanilla pretraining packs its rows: 5-9% faster than groups of 4096 in bf16 on AVX512-BF16
-        # cores and 6-8% in fp32 on AVX2 ones, the same arithmetic (docs/benchmarks.md). The
+        # cores and about 6% in fp32 on AVX2 ones (7 pairs), the same arithmetic (docs/benchmarks.md). The
         # perceiver cannot pack (latent i reads input positions <= i, so each row starts one
         # example), and finetuning's short questions run faster grouped, so both keep groups.
         final = int(self.pretrain_final_epochs * epochs / self.pretrain_epochs * per_epoch * BLOCK_SIZE)
