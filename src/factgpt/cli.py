@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode-sample", type=positive(int), default=20, help="questions decoded one at a time (20)")
     p.add_argument("--device", default="cpu", help="cpu (the default: the figures in docs/benchmarks.md), cuda")
     p.add_argument("--group_tokens", type=positive(int), default=None,
-                   help="also time the default fast path with groups of this many ids (e.g. 16384: one "
+                   help="also time the default fast path grouped, in groups of this many ids (e.g. 16384: one "
                    "group per pretraining batch, fewer kernel launches on a GPU)")
     p.add_argument("--threads", type=positive(int), default=None, help="CPU threads for torch")
 
