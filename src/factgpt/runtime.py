@@ -45,6 +45,15 @@ def is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
+def bf16_native(device: torch.device) -> bool:
+    """Whether bf16 matmuls run natively (not emulated): Ampere+ GPUs, AVX512-BF16 or AMX CPUs."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 def machine(device: torch.device | str = "cpu") -> str:
     """Host, processor and its vector unit (AVX2, AVX512...: the same recipe takes several times as
     long on 2 AVX2 cores as on 2 AVX512-BF16 ones, docs/benchmarks.md), threads and torch, and the
@@ -52,8 +61,7 @@ def machine(device: torch.device | str = "cpu") -> str:
     device = torch.device(device)
     gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
     # the vector unit torch dispatches to, and whether bf16 matmuls are native (AVX512 need not have them)
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    vector = f"{torch.backends.cpu.get_cpu_capability()}{' BF16' if native else ''}"
+    vector = f"{torch.backends.cpu.get_cpu_capability()}{' BF16' if bf16_native(torch.device('cpu')) else ''}"
     return (f"{platform.node() or 'unknown'} ({platform.machine()} {vector}, "
             f"{torch.get_num_threads()} threads, torch {torch.__version__}{gpu})")
 

@@ -33,6 +33,7 @@ from factgpt.config import TrainConfig, json_roundtrip
 from factgpt.data import PAD_ID, group_by_length, pack
 from factgpt.errors import FactgptError
 from factgpt.model import GPT, lm_loss
+from factgpt.runtime import bf16_native
 
 
 def lr_multiplier(tokens: int, warmup_tokens: int, final_tokens: int) -> float:
@@ -132,15 +133,6 @@ def bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return torch.backends.mkldnn.is_available() and "AVX512" in torch.backends.cpu.get_cpu_capability()
-
-
-def bf16_native(device: torch.device) -> bool:
-    """Whether bf16 matmuls run natively (not emulated): Ampere+ GPUs, AVX512-BF16 or AMX CPUs."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
-        return False
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def resolve_precision(precision: str, device: torch.device, engine: str = "fast") -> str:
