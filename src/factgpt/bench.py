@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from factgpt.config import PERCEIVER_M, REFERENCE, TrainConfig
+from factgpt.config import PERCEIVER_M, REFERENCE, TrainConfig, with_layout
 from factgpt.data import read_questions
 from factgpt.evaluate import predict
 from factgpt.model import GPT, Dropout
@@ -89,9 +89,9 @@ def time_training(model: GPT, ds, steps: int, path: str, variant: Variant, base:
     """Examples/s and useful tokens/s over `steps` optimiser steps of `base`'s batch size, after one
     warm-up step. Every step ends in loss.item(), so on a GPU the clock stops after its kernels ran."""
     def trainer(n_steps: int) -> Trainer:
-        tc = replace(base, max_epochs=1, engine=path, precision="fp32" if path == "reference" else variant.precision,
-                     layout=variant.layout or ("grouped" if variant.group_tokens else base.layout),
-                     group_tokens=variant.group_tokens or base.group_tokens)
+        tc = replace(base, max_epochs=1, engine=path, precision="fp32" if path == "reference" else variant.precision)
+        tc = with_layout(tc, group_tokens=variant.group_tokens,
+                         **({"layout": variant.layout} if variant.layout else {}))
         t = Trainer(model, FirstN(ds, n_steps * base.batch_size), tc, device=device, progress=False)
         for m in model.modules():
             if isinstance(m, Dropout) and variant.torch_dropout:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from factgpt.config import BLOCK_SIZE, REFERENCE, SHAPE_FIELDS, Recipe, TrainConfig  # no torch
+from factgpt.config import BLOCK_SIZE, REFERENCE, SHAPE_FIELDS, Recipe, TrainConfig, with_layout  # no torch
 from factgpt.errors import FactgptError
 from factgpt.recipes import BUDGETS, DEMO  # no torch
 
@@ -339,11 +339,9 @@ def train_config_of(args, recipe: Recipe, n_pretrain_docs: int, world: int = 1,
     else:
         tconf = recipe.finetune_config(n_pretrain_docs, args.reading_params_path is not None, seed)
     run = dict(engine=args.engine, compile=args.compile, shuffle=tconf.shuffle or args.shuffle or world > 1)
-    if args.group_tokens is not None:  # groups asked for: this stage is grouped, packed or not by default
-        run.update(layout="grouped", group_tokens=args.group_tokens)
     if args.final_tokens is not None:
         run["final_tokens"] = args.final_tokens
-    return replace(tconf, **run)
+    return with_layout(replace(tconf, **run), group_tokens=args.group_tokens)
 
 
 @dataclass
@@ -571,7 +569,7 @@ def _reproduce(args) -> int:
     run = TableRun(Files(d / "wiki.txt", d / "birth_places_train.tsv", d / "birth_dev.tsv", extra), recipe,
                    args.out, device=resolve_device(args.device), progress=not args.quiet,
                    log=lambda m: print(m, file=sys.stderr), checkpoint_every=args.checkpoint_every,
-                   layout={} if args.group_tokens is None else {"group_tokens": args.group_tokens})  # TableRun: grouped
+                   layout={} if args.group_tokens is None else {"group_tokens": args.group_tokens})
     summary = summarize(run.run(seeds=args.seeds, rows=args.rows or ROWS, first_seed=args.first_seed))
     note = budget_note(recipe, args.seeds, len(run.questions))
     report = write_report(args.out, summary, run.records, title="factgpt reproduce: the study's table",

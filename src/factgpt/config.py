@@ -10,7 +10,7 @@ defaults, `factgpt reproduce`'s budgets, the demo and `factgpt bench` are REFERE
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 from factgpt.errors import FactgptError
@@ -114,6 +114,16 @@ def json_roundtrip(d: dict) -> dict:
 # TrainConfig fields that say how a stage runs, not what it computes (the examples, their order and
 # the schedule are the same): a stage record or a resume point written with other values still counts.
 LAYOUT_FIELDS = ("layout", "group_tokens", "log_every", "compile")
+
+
+def with_layout(tconf: TrainConfig, **layout) -> TrainConfig:
+    """`tconf` with LAYOUT_FIELDS replaced (None leaves a field as it is). A group size asks for
+    groups, so it makes a stage that packs by default (vanilla pretraining) grouped unless `layout`
+    names the layout itself."""
+    layout = {k: v for k, v in layout.items() if v is not None}
+    if "group_tokens" in layout:
+        layout.setdefault("layout", "grouped")
+    return replace(tconf, **layout)
 
 
 def train_defaults() -> dict:

@@ -35,6 +35,7 @@ from factgpt.config import (
     TrainConfig,
     json_roundtrip,
     same_training,
+    with_layout,
 )
 from factgpt.data import MixedDataset, NameDataset, read_questions
 from factgpt.errors import FactgptError
@@ -269,8 +270,6 @@ class TableRun:
         unknown = set(self.layout) - set(LAYOUT_FIELDS)
         if unknown:
             raise ValueError(f"layout takes {', '.join(LAYOUT_FIELDS)}, not {', '.join(sorted(unknown))}")
-        if "group_tokens" in self.layout:  # groups asked for: vanilla pretraining would otherwise pack
-            self.layout.setdefault("layout", "grouped")
         self.records_path = self.out / "stages.json"
         self.records: dict = json.loads(self.records_path.read_text()) if self.records_path.exists() else {}
         self.corpus = load_corpus(files.corpus, corruption=recipe.corruption)
@@ -296,7 +295,7 @@ class TableRun:
 
     def _train(self, stage: Stage) -> None:
         """Pretrain or finetune, unless a finished run of the same recipe is recorded here."""
-        key, tconf = stage.key, replace(stage.train_config(), **self.layout)
+        key, tconf = stage.key, with_layout(stage.train_config(), **self.layout)
         reads = self.out / stage.reads if stage.reads else None
         model = starting_model(ModelSpec(stage.variant, stage.recipe), self.corpus, self.files.corpus, stage.seed,
                                reads)
