@@ -147,6 +147,9 @@ def test_bad_inputs_get_one_clear_line(tiny_files, capsys, tmp_path):
     bad.write_text("Where was Ada Brook born?\tParis\nWhere was Zoë born?\tLima\n", encoding="utf-8")
     _one_clear_line(*run([*fin, "--finetune_corpus_path", bad], capsys)[::2], "bad.tsv:2:", "'Z'")
 
+    bad.write_text("Where was Ada Brook born?\tParis\n\tLima\n", encoding="utf-8")
+    _one_clear_line(*run([*fin, "--finetune_corpus_path", bad], capsys)[::2], "bad.tsv:2:", "empty question")
+
     bad.write_bytes(b"Where was Ada Brook born?\tParis\n\xc3\x28\n")
     _one_clear_line(*run([*fin, "--finetune_corpus_path", bad], capsys)[::2], "bad.tsv:2:", "UTF-8")
 
@@ -155,6 +158,10 @@ def test_bad_inputs_get_one_clear_line(tiny_files, capsys, tmp_path):
 
     _one_clear_line(*run([*fin, "--finetune_corpus_path", tmp_path / "nope.tsv"], capsys)[::2],
                     "nope.tsv", "no such file")
+
+    for device in ("gpu", "cuda:x"):  # torch.device would raise its own traceback at the first tensor
+        _one_clear_line(*run([*fin, "--finetune_corpus_path", f["train"], "--device", device], capsys)[::2],
+                        f"--device {device}", "cpu, cuda or cuda:N")
 
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n", encoding="utf-8")

@@ -74,3 +74,10 @@ def test_published_sums_match_the_shared_data():
     if not DATA.exists():
         pytest.skip("no shared data")
     assert dl.have_data(DATA)
+
+
+def test_a_base_url_without_a_scheme_is_one_clear_line(tmp_path, capsys):
+    assert main(["data", "download", "--dest", str(tmp_path / "d"), "--base-url", "mirror/a5"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("factgpt: error: ") and "mirror/a5" in err and "no scheme" in err
+    assert len(err.splitlines()) == 1

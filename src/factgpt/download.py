@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -43,6 +44,9 @@ def download(dest: str | Path, base_url: str = BASE_URL, timeout: float = 60.0) 
         if target.is_file() and sha256(target.read_bytes()) == expected:
             continue
         url = base_url.rstrip("/") + "/" + name
+        if urllib.parse.urlsplit(url).scheme == "":  # urlopen's own error would be a ValueError traceback
+            raise FactgptError("not a URL: it names no scheme", path=url,
+                               hint="give --base-url as https://... or file:///...")
         try:
             with urllib.request.urlopen(url, timeout=timeout) as r:
                 data = r.read()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
 
 import torch
@@ -12,10 +13,20 @@ from factgpt.errors import FactgptError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """auto (CUDA when there is one, else CPU), cpu, cuda or cuda:N; anything else, or a GPU this
+    machine lacks, is a FactgptError rather than torch's traceback at the first tensor moved."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FactgptError(f"--device {name}: no CUDA device is available", hint="use --device cpu")
+    match = re.fullmatch(r"cpu|cuda(?::(\d+))?", name)
+    if match is None:
+        raise FactgptError(f"--device {name}: not a device this tool runs on", hint="use auto, cpu, cuda or cuda:N")
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise FactgptError(f"--device {name}: no CUDA device is available", hint="use --device cpu")
+        if match.group(1) is not None and int(match.group(1)) >= count:
+            raise FactgptError(f"--device {name}: this machine has {count} CUDA device(s)",
+                               hint=f"use cuda:0 to cuda:{count - 1}")
     return torch.device(name)
 
 
