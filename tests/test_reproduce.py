@@ -165,6 +165,40 @@ def test_report_regenerates_from_records_and_predictions_alone(tiny_files, tmp_p
     assert not list((tmp_path / "r").glob("*.safetensors"))
 
 
+def test_another_recipe_is_refused_even_without_checkpoints(tiny_files, tmp_path):
+    """Deleting the checkpoints and rerunning with another recipe into the same folder must not
+    train the new recipe and then read back the old recipe's evaluation as its result."""
+    from factgpt.errors import FactgptError
+
+    files = Files(tiny_files["corpus"], tiny_files["train"], tiny_files["dev"])
+    _run(files, tmp_path / "r")
+    for ckpt in (tmp_path / "r").glob("*.safetensors"):
+        ckpt.unlink()
+    other = TableRun(files, replace(RECIPE, pretrain_epochs=2, pretrain_final_epochs=2), tmp_path / "r",
+                     progress=False)
+    with pytest.raises(FactgptError, match="another recipe"):
+        other.run(rows=("vanilla_pretrain",))
+    assert not list((tmp_path / "r").glob("*.safetensors"))  # refused before training anything
+
+
+def test_a_stage_trained_anew_is_evaluated_anew(tiny_files, tmp_path):
+    """A row whose pretraining must run again (its record and checkpoint gone) is evaluated again,
+    not read back from an evaluation record of the model that went before."""
+    import json
+
+    files = Files(tiny_files["corpus"], tiny_files["train"], tiny_files["dev"])
+    first = _run(files, tmp_path / "r")
+    records = dict(first.records)
+    del records["vanilla_pretrain_seed0.pretrain"]
+    records["vanilla_pretrain_seed0.evaluate"] = {"correct": -1, "total": -1}  # stale: must not be read back
+    (tmp_path / "r" / "stages.json").write_text(json.dumps(records))
+    (tmp_path / "r" / "vanilla_pretrain_seed0.pretrain.safetensors").unlink()
+    said = []
+    (row,) = TableRun(files, RECIPE, tmp_path / "r", progress=False, log=said.append).run(rows=("vanilla_pretrain",))
+    assert any(s.startswith("vanilla_pretrain_seed0.pretrain: 3 epochs") for s in said), said
+    assert row.total == first.records["vanilla_pretrain_seed0.evaluate"]["total"] and row.correct >= 0
+
+
 def test_reproduce_probe_flag_sets_the_budgets_probe_only():
     from dataclasses import replace
 

@@ -293,20 +293,22 @@ class TableRun:
         return row_stages(key, seed, self.recipe, self.files, len(self.corpus), self.corpus.vocab_size,
                           self.n_mixed_pairs)
 
-    def _train(self, stage: Stage) -> None:
-        """Pretrain or finetune, unless a finished run of the same recipe is recorded here."""
+    def _train(self, stage: Stage) -> bool:
+        """Pretrain or finetune, unless a finished run of the same recipe is recorded here; True
+        when it trained. A record of another recipe is refused even without its checkpoint, or the
+        row's old evaluation would be read back as this recipe's."""
         key, tconf = stage.key, with_layout(stage.train_config(), **self.layout)
         reads = self.out / stage.reads if stage.reads else None
         model = starting_model(ModelSpec(stage.variant, stage.recipe), self.corpus, self.files.corpus, stage.seed,
                                reads)
         ckpt = self.out / stage.writes
-        if key in self.records and ckpt.exists():
-            rec = self.records[key]
-            if not same_recipe(rec, model.config.identity(), tconf, stage_corruption(stage)):
+        if key in self.records:
+            if not same_recipe(self.records[key], model.config.identity(), tconf, stage_corruption(stage)):
                 raise FactgptError(f"{key} was run here before with another recipe", path=self.out,
                                    hint="use another --out, or delete the folder to start over")
-            self.say(f"{key}: done earlier, skipped")
-            return
+            if ckpt.exists():
+                self.say(f"{key}: done earlier, skipped")
+                return False
         if stage.command == "pretrain":
             assert stage.recipe.mix_pairs == (self.mixed is not None), "stages come from this table's recipe"
             data = MixedDataset(self.corpus, self.mixed) if self.mixed is not None else self.corpus
@@ -326,13 +328,15 @@ class TableRun:
                      model=model.config.identity(), losses=st.losses, tokens=st.tokens,
                      examples=st.examples, resumed_from_step=done.resumed_from, probes=st.probes,
                      precision=done.precision, corruption=asdict(self.corpus.corruption))
+        return True
 
-    def _evaluate(self, stage: Stage) -> tuple[int, int, list[str]]:
+    def _evaluate(self, stage: Stage, *, again: bool = False) -> tuple[int, int, list[str]]:
         """(correct, total, predictions) on the labelled questions; the extra question files are
-        predicted too. A recorded evaluation whose predictions exist is read back."""
+        predicted too. A recorded evaluation whose predictions exist is read back, unless `again`
+        (its model was trained anew)."""
         f = self.files
         preds_path = self.out / stage.outputs
-        if stage.key in self.records and preds_path.exists():
+        if not again and stage.key in self.records and preds_path.exists():
             rec = self.records[stage.key]
             return rec["correct"], rec["total"], preds_path.read_text(encoding="utf-8").splitlines()
         te = time.perf_counter()
@@ -371,13 +375,14 @@ class TableRun:
         # A row evaluated here before, from stages of this recipe, is read back from its records and
         # predictions alone: the report can be regenerated without any checkpoint.
         done = evaluation.key in self.records and (self.out / evaluation.outputs).exists()
+        trained = False
         if done and all(self._recorded(stage) for stage in training):
             for stage in training:
                 self.say(f"{stage.key}: done earlier, skipped")
         else:
             for stage in training:
-                self._train(stage)
-        correct, total, preds = self._evaluate(evaluation)
+                trained = self._train(stage) or trained
+        correct, total, preds = self._evaluate(evaluation, again=trained)
         return RowResult(key, seed, correct, total, time.perf_counter() - t0, self._spread(preds))
 
     def run(self, seeds: int = 1, rows=ROWS, first_seed: int = 0) -> list[RowResult]:
