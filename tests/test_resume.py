@@ -34,21 +34,24 @@ def test_same_seed_same_result(tiny_files, tmp_path, capsys, path):
     assert load_checkpoint(outs[0]).progress["final_loss"] == load_checkpoint(outs[1]).progress["final_loss"]
 
 
-def test_resume_continues_exactly(tiny_files, tmp_path, capsys, monkeypatch):
-    """Stopping after a resume point and resuming gives the uninterrupted run's parameters."""
-    common = ["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--batch_size", "2"]
+@pytest.mark.parametrize("path", ["fast", "reference"])
+@pytest.mark.parametrize(("every", "crash"), [(3, 9), (5, 10)], ids=["mid_epoch", "epoch_end"])
+def test_resume_continues_exactly(tiny_files, tmp_path, capsys, monkeypatch, path, every, crash):
+    """Stopping after a resume point and resuming gives the uninterrupted run's parameters, from
+    inside an epoch (step 9 of 5-batch epochs) or from its last step (step 10)."""
+    common = ["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--batch_size", "2", "--path", path]
     full = tmp_path / "full.safetensors"
     assert main([*common, "--max_epochs", "6", "--writing_params_path", str(full)]) == 0
     part = tmp_path / "part.safetensors"
-    # run 6 epochs but "crash" after the resume point of step 9 (mid-epoch: 5 batches an epoch)
-    crash_training_after_step(monkeypatch, 9)
-    code = main([*common, "--max_epochs", "6", "--checkpoint_every", "3", "--writing_params_path", str(part)])
+    # run 6 epochs but "crash" after the resume point of step 9 or 10 (5 batches an epoch)
+    crash_training_after_step(monkeypatch, crash)
+    code = main([*common, "--max_epochs", "6", "--checkpoint_every", str(every), "--writing_params_path", str(part)])
     assert code == 130
     monkeypatch.undo()
     assert resume_path_for(part).exists() and not part.exists()
-    assert main([*common, "--max_epochs", "6", "--checkpoint_every", "3", "--resume",
+    assert main([*common, "--max_epochs", "6", "--checkpoint_every", str(every), "--resume",
                  "--writing_params_path", str(part)]) == 0
-    assert "resumed at step 9" in capsys.readouterr().err
+    assert f"resumed at step {crash}" in capsys.readouterr().err
     assert same_tensors(_params(full), _params(part))
     assert not resume_path_for(part).exists()  # finished runs leave no resume point
 

@@ -188,6 +188,7 @@ class Trainer:
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.net = _compiled(self.unoptimized_model) if config.compile else self.unoptimized_model
         self.compile_fallback: str | None = None  # why torch.compile was given up, if it was
+        self._compiled_ran = False  # the compiled model has given logits once (a resumed run too)
         kwargs = {"fused": True} if fast else {"foreach": True}
         if not fast and self.device.type != "cuda":
             kwargs = {"foreach": False}  # the reference's plain AdamW loop on CPU
@@ -246,7 +247,12 @@ class Trainer:
         engine's seeded order with `shuffle`)."""
         cfg, ds = self.config, self.dataset
         rest = Subset(ds, self._epoch_order()[first_batch * cfg.batch_size:].tolist())
-        for x, y in DataLoader(rest, batch_size=cfg.batch_size, shuffle=False, num_workers=0):
+        # A DataLoader draws a seed for its workers from the global generator as it starts (unless
+        # given its own). The epoch that ran uninterrupted drew it at its start, and a resume point
+        # taken inside the epoch holds that draw, so a resumed epoch's loader draws from a generator
+        # of its own: its dropout masks then follow the uninterrupted run's.
+        own = torch.Generator() if first_batch else None
+        for x, y in DataLoader(rest, batch_size=cfg.batch_size, shuffle=False, num_workers=0, generator=own):
             yield [{"idx": x.to(self.device), "targets": y.to(self.device)}], x.shape[0], int((y != PAD_ID).sum())
 
     def _global_batches(self, first_batch: int):
@@ -301,9 +307,11 @@ class Trainer:
         if self.net is self.unoptimized_model:
             return self.net(**batch)[0]
         try:
-            return self.net(**batch)[0]
+            logits = self.net(**batch)[0]
+            self._compiled_ran = True
+            return logits
         except Exception as e:  # torch.compile compiles lazily: failures surface here
-            if self.state.step > 0:
+            if self._compiled_ran:  # it compiled and ran: this failure is the model's own
                 raise
             self.compile_fallback = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
             self.net = self.unoptimized_model
