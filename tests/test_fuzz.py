@@ -126,7 +126,10 @@ def _tiny_checkpoint(path):
 
 
 @pytest.mark.parametrize("edit", [lambda m: m["config"].update(n_wings=2), lambda m: m.pop("vocab"),
-                                  lambda m: m["config"].update(n_head=0), lambda m: m["vocab"].pop()])
+                                  lambda m: m["config"].update(n_head=0), lambda m: m["vocab"].pop(),
+                                  lambda m: m["config"].update(attn_pdrop=1.5),
+                                  lambda m: m["config"].update(n_layer=1.0),
+                                  lambda m: m["config"].update(attn_impl="fast")])
 def test_a_hand_edited_checkpoint_header_is_one_clear_error(edit, tmp_path):
     import json
 
@@ -155,3 +158,34 @@ def test_a_reference_perceiver_basis_of_the_wrong_rank_is_refused(tmp_path):
     with pytest.raises(FactgptError) as e:
         load_checkpoint(path, n_head=1)
     assert "not a GPT state dict" in str(e.value)
+
+
+@pytest.mark.parametrize("edit", [lambda m: m.pop("state"), lambda m: m["state"].update(n_wings=2),
+                                  lambda m: m.clear()])
+def test_a_damaged_resume_point_is_one_clear_error(edit, tiny_files, tmp_path, capsys, monkeypatch):
+    """A resume point whose header lost a part, or gained one, is refused in one line, not a traceback."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from factgpt.checkpoint import resume_path_for
+    from factgpt.cli import main
+
+    from conftest import TINY, crash_training_after_step
+    out = tmp_path / "r.safetensors"
+    argv = ["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--batch_size", "2", "--max_epochs", "2",
+            "--checkpoint_every", "2", "--writing_params_path", str(out)]
+    crash_training_after_step(monkeypatch, 2)
+    assert main(argv) == 130
+    monkeypatch.undo()
+    resume = resume_path_for(out)
+    with safe_open(str(resume), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = json.loads(f.metadata()["factgpt"])
+    edit(meta)
+    save_file(tensors, str(resume), metadata={"factgpt": json.dumps(meta)})
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("factgpt: error: ") and "r.safetensors.resume" in err and len(err.splitlines()) == 1

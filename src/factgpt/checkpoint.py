@@ -203,6 +203,10 @@ def load_training_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict
     except (SafetensorError, ValueError, KeyError, TypeError, OSError):
         raise FactgptError("the resume point is truncated or corrupted", path=path,
                            hint="delete it to start over") from None
-    if meta.get("format") != RESUME_FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != RESUME_FORMAT:
         raise FactgptError("not a factgpt resume point", path=path)
+    missing = [k for k in ("model", "config", "state", "param_groups") if k not in meta]
+    if missing or "rng.torch" not in tensors:
+        raise FactgptError(f"the resume point lacks {', '.join(missing) or 'rng.torch'}", path=path,
+                           hint="delete it to start over")
     return tensors, meta

@@ -39,6 +39,16 @@ class GPTConfig:
     attn_impl: Literal["sdpa", "explicit"] = "sdpa"
 
     def __post_init__(self) -> None:
+        # a checkpoint's header is JSON that may have been edited: the types are checked too
+        sizes = {k: getattr(self, k) for k in ("n_layer", "n_head", "n_embd", "vocab_size", "block_size")}
+        if any(type(v) is not int for v in sizes.values()):
+            raise FactgptError(f"n_layer, n_head, n_embd, vocab_size and block_size must be integers: {sizes}")
+        for name in ("embd_pdrop", "resid_pdrop", "attn_pdrop"):
+            p = getattr(self, name)
+            if type(p) not in (int, float) or not 0 <= p < 1:
+                raise FactgptError(f"{name} must be a number in [0, 1), not {p!r}")
+        if self.attn_impl not in ("sdpa", "explicit"):
+            raise FactgptError(f"attn_impl must be sdpa or explicit, not {self.attn_impl!r}")
         if min(self.n_layer, self.n_head, self.n_embd, self.vocab_size, self.block_size) < 1:  # before n_embd % n_head
             raise FactgptError("n_layer, n_head, n_embd, vocab_size and block_size must be positive")
         if self.n_embd % self.n_head:

@@ -195,7 +195,11 @@ def run_training(model: GPT, dataset: TrainingData, tconf: TrainConfig, corpus: 
         if meta["model"] != mine["model"] or not same_training(meta["config"], mine["config"]):
             raise FactgptError("the resume point belongs to a run with another model or recipe", path=resume_file,
                                hint="use the same flags as the interrupted run, or delete it")
-        trainer.restore(tensors, meta)
+        try:  # written by us, so a failure here means the file was edited or damaged
+            trainer.restore(tensors, meta)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise FactgptError(f"the resume point is malformed ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+                               path=resume_file, hint="delete it to start over") from None
         resumed_from = trainer.state.step
     st = trainer.train()
     seconds = time.perf_counter() - t0
