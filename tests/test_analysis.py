@@ -112,3 +112,8 @@ def test_analyze_cli_writes_outputs(tiny_files, tmp_path, capsys):
     assert main(["analyze", "--predictions", str(preds), "--eval_corpus_path", str(f["dev"]),
                  "--pretrain_corpus", str(f["corpus"])]) == 1
     assert "1 predictions for 2 questions" in capsys.readouterr().err
+    preds.write_text("Paris\nZürich\n", encoding="utf-8")  # a character the model's vocabulary lacks
+    assert main(["analyze", "--predictions", str(preds), "--eval_corpus_path", str(f["dev"]),
+                 "--pretrain_corpus", str(f["corpus"]), "--params", str(params)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "p.txt:2:" in err and len(err.splitlines()) == 1, err

@@ -220,10 +220,11 @@ def test_demo_tiny_writes_the_table_and_report(tmp_path, capsys):
     # --seed seeds the training too, not only the world
     code, _, err = run(["demo", "--tiny", "--quiet", "--out", tmp_path / "s3", "--seed", "3"], capsys)
     assert code == 0 and (tmp_path / "s3" / "vanilla_pretrain_seed3.heldout.predictions").is_file(), err
+    assert "recipe `demo-tiny`" in (out / "report.md").read_text()  # the report names what ran
 
 
 @pytest.mark.parametrize("argv", [["sample", "x.safetensors", "--prompt", "a", "--temperature", "0"],
-                                  ["demo", "--people", "0"], ["demo", "--threads", "-1"],
+                                  ["demo", "--threads", "-1"],
                                   ["finetune", "vanilla", "w.txt", "--batch_size", "0"],
                                   ["pretrain", "vanilla", "w.txt", "--max_epochs", "0"]])
 def test_zero_is_not_taken_for_not_given(argv, capsys):
@@ -243,6 +244,8 @@ def test_zero_is_not_taken_for_not_given(argv, capsys):
     (["pretrain", "vanilla", "w.txt", "--weight_decay", "-0.1"], "is not 0 or more"),
     (["pretrain", "vanilla", "w.txt", "--probe_every", "-1"], "is not 0 or more"),  # once: every epoch
     (["pretrain", "vanilla", "w.txt", "--save_every", "-1"], "is not 0 or more"),
+    (["demo", "--people", "0"], "is not between 4 and 10,000"),
+    (["demo", "--people", "2"], "is not between 4 and 10,000"),  # once: an empty held-out file
     (["reproduce", "--seeds", "0"], "is not above 0"),  # once: every trained row silently dropped
     (["reproduce", "--checkpoint_every", "-5"], "is not 0 or more"),
     (["bench", "--steps", "0"], "is not above 0"),

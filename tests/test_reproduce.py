@@ -181,6 +181,20 @@ def test_another_recipe_is_refused_even_without_checkpoints(tiny_files, tmp_path
     assert not list((tmp_path / "r").glob("*.safetensors"))  # refused before training anything
 
 
+def test_damaged_records_and_an_unlabelled_question_file_are_one_clear_error(tiny_files, tmp_path):
+    from factgpt.errors import FactgptError
+
+    files = Files(tiny_files["corpus"], tiny_files["train"], tiny_files["dev"])
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "stages.json").write_text('{"vanilla_pretrain_seed0.pretrain": ', encoding="utf-8")
+    with pytest.raises(FactgptError, match="stages.json: the stage records are not JSON"):
+        TableRun(files, RECIPE, tmp_path / "r", progress=False)
+    unlabelled = tmp_path / "q.tsv"
+    unlabelled.write_text("Where was Ada Brook born?\n", encoding="utf-8")
+    with pytest.raises(FactgptError, match="q.tsv:1: line has no tab"):
+        TableRun(Files(tiny_files["corpus"], tiny_files["train"], unlabelled), RECIPE, tmp_path / "s", progress=False)
+
+
 def test_a_stage_trained_anew_is_evaluated_anew(tiny_files, tmp_path):
     """A row whose pretraining must run again (its record and checkpoint gone) is evaluated again,
     not read back from an evaluation record of the model that went before."""

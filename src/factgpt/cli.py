@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from factgpt.config import BLOCK_SIZE, REFERENCE, SHAPE_FIELDS, Recipe, TrainConfig, with_layout  # no torch
 from factgpt.errors import FactgptError
-from factgpt.recipes import BUDGETS, DEMO  # no torch
+from factgpt.recipes import BUDGETS, DEMO, DEMO_TINY  # no torch
 
 if TYPE_CHECKING:  # torch and the library load on first use, so that `--help` is quick
     import torch
@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the study's table on a generated world of fictional biographies (minutes)")
     p.add_argument("--out", default="demo_out", help="folder for the world, checkpoints and report (demo_out)")
     p.add_argument("--seed", type=int, default=0, help="seed of the world and of training (0)")
-    p.add_argument("--people", type=positive(int), default=None, help="people in the world (default 100)")
+    p.add_argument("--people", type=_bounded(int, "people", lambda v: 4 <= v <= 10_000, "between 4 and 10,000"),
+                   default=None, help="people in the world, a quarter of them held out (100; --tiny: 20)")
     p.add_argument("--pretrain_epochs", type=positive(int), default=None,
                    help="pretraining epochs (80; perceiver: half)")
     p.add_argument("--tiny", action="store_true", help="a seconds-long run that checks the plumbing")
@@ -511,13 +512,10 @@ def _demo(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    recipe, people = DEMO, args.people or 100
-    if args.tiny:
-        recipe = replace(DEMO, n_layer=2, n_head=2, n_embd=16, pretrain_epochs=1, pretrain_final_epochs=1,
-                         perceiver_pretrain_epochs=1, finetune_epochs=1, finetune_epochs_scratch=1, bottleneck_dim=8)
-        people = args.people or 20
-    if args.pretrain_epochs:
-        recipe = replace(recipe, pretrain_epochs=args.pretrain_epochs, pretrain_final_epochs=args.pretrain_epochs,
+    recipe, people = (DEMO_TINY, args.people or 20) if args.tiny else (DEMO, args.people or 100)
+    if args.pretrain_epochs:  # another recipe: its name says so in the records and the report
+        recipe = replace(recipe, name=f"{recipe.name}, {args.pretrain_epochs} pretraining epochs",
+                         pretrain_epochs=args.pretrain_epochs, pretrain_final_epochs=args.pretrain_epochs,
                          perceiver_pretrain_epochs=max(1, args.pretrain_epochs // 2))
     world = make_world(n_people=people, heldout_fraction=0.25, mentions=3, seed=args.seed)
     out = Path(args.out)
@@ -663,6 +661,9 @@ def _analyze(args) -> int:
     confidences = None
     if args.params:
         model, vocab = stages.load_for_inference(args.params, args.pretrain_corpus)
+        for i, (q, p) in enumerate(zip(questions, preds), start=1):  # a character the model lacks: name its line
+            vocab.encode(q.question, source=args.eval_corpus_path, line=q.line)
+            vocab.encode(p, source=args.predictions, line=i)
         confidences = [answer_probability(model, vocab, q.question, p) for q, p in zip(questions, preds)]
     a = analyze(questions, preds, read_text(args.pretrain_corpus), finetune, confidences=confidences)
     text = summary_markdown(a, title=f"Where the answers in {Path(args.predictions).name} come from")

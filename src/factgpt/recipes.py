@@ -83,3 +83,8 @@ DEMO = replace(REFERENCE, name="demo", n_layer=2, n_head=4, n_embd=256, dropout=
                perceiver_pretrain_epochs=40,
                finetune_epochs=10, finetune_epochs_scratch=10, finetune_batch=16, finetune_lr=1e-4,
                precision="bf16")
+
+# `demo --tiny`: seconds, to check the demo's plumbing (every stage and report file), not to learn
+DEMO_TINY = replace(DEMO, name="demo-tiny", n_layer=2, n_head=2, n_embd=16, pretrain_epochs=1,
+                    pretrain_final_epochs=1, perceiver_pretrain_epochs=1, finetune_epochs=1,
+                    finetune_epochs_scratch=1, bottleneck_dim=8)

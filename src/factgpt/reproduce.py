@@ -271,13 +271,22 @@ class TableRun:
         if unknown:
             raise ValueError(f"layout takes {', '.join(LAYOUT_FIELDS)}, not {', '.join(sorted(unknown))}")
         self.records_path = self.out / "stages.json"
-        self.records: dict = json.loads(self.records_path.read_text()) if self.records_path.exists() else {}
+        self.records: dict = {}
+        if self.records_path.exists():
+            try:
+                self.records = json.loads(self.records_path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise FactgptError(f"the stage records are not JSON ({e})", path=self.records_path,
+                                   hint="use another --out, or delete the file to run every stage again") from None
+            if not isinstance(self.records, dict):
+                raise FactgptError("the stage records are not a JSON object", path=self.records_path,
+                                   hint="use another --out, or delete the file to run every stage again")
         self.corpus = load_corpus(files.corpus, corruption=recipe.corruption)
         self.names = load_pairs(self.corpus, files.train)
         # the pairs mixed into pretraining (`mixed`), built once: they are counted for the schedule too
         self.mixed: NameDataset | None = mixed_pairs(self.corpus, files.train) if recipe.mix_pairs else None
         self.n_mixed_pairs = len(self.mixed) if self.mixed is not None else 0
-        self.questions = read_questions(files.eval)
+        self.questions = read_questions(files.eval, require_answers=True)  # scored: every line needs its answer
         self.probe: ProbeSchedule | None = knowledge_probe(self.corpus, files.train, recipe.probe_every,
                                                             ask=recipe.mix_pairs)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from factgpt.atomic import atomic_write_text, ensure_folder
+from factgpt.errors import FactgptError
 
 ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kl", "st", "tr"]
 VOWELS = ["a", "e", "i", "o", "u", "ai", "ei", "ou"]
@@ -74,6 +75,10 @@ class World:
 
 def make_world(n_people: int = 300, n_places: int = 24, heldout_fraction: float = 0.3,
                mentions: int = 2, seed: int = 0) -> World:
+    n_held = int(round(n_people * heldout_fraction))
+    if not 0 < n_held < n_people:
+        raise FactgptError(f"{n_people} people with {heldout_fraction:.0%} held out leaves no one held out or "
+                           "no one to finetune on", hint="ask for more people")
     rng = random.Random(seed)
     places: list[str] = []
     while len(places) < n_places:
@@ -97,5 +102,4 @@ def make_world(n_people: int = 300, n_places: int = 24, heldout_fraction: float 
     # Scattered, as facts are in real text: the trainer takes documents in file order (as the
     # reference does), and a person's mentions side by side would be learnt, then forgotten.
     rng.shuffle(documents)
-    n_held = int(round(n_people * heldout_fraction))
     return World(people, documents, people[n_held:], people[:n_held])
