@@ -64,3 +64,4 @@ def test_cli_writes_report_and_figures(tmp_path, capsys):
     assert capsys.readouterr().out.count("PASS") == 6
     for name in ("report.md", "copy_average.png", "heads_spread.png", "recovery.png"):
         assert (tmp_path / name).is_file()
+    assert "every one of 300 samples" in (tmp_path / "report.md").read_text()  # the prose counts this run's samples

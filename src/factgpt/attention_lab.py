@@ -158,7 +158,9 @@ def sampled_weights(mu: torch.Tensor, beta: float, samples: int, noise: float, g
         gamma = keys[:, a] @ mu[a]
         results[name] = {"one": w_a_one, "two": w_a_two, "gamma": gamma}
     loose = weights_one_head(beta * (mu[a] + mu[b]), sample_keys(mu, samples, 1e-4, g))[:, a]  # alpha not so small
-    return {"beta_cd": beta, "cd": results, "loose_dev": float((loose - 0.5).abs().max())}
+    return {"beta_cd": beta, "cd": results, "samples": samples, "noise": noise,
+            "iso_dev": float((results["isotropic"]["one"] - 0.5).abs().max()),
+            "loose_dev": float((loose - 0.5).abs().max()), "loose_out": int(((loose - 0.5).abs() > 0.05).sum())}
 
 
 def check_isotropic_noise(data: dict, samples: int, noise: float) -> Check:
@@ -293,8 +295,9 @@ hand-set projections; (c) and (d) sample the keys.
   A raw dot product also grows with the key norm, so "large" is relative to |k|.
 - **Averaging with sampled keys** holds only while alpha (the noise variance) is small against
   1/beta^2: the scores' noise is about beta * sqrt(2 alpha) per key. At beta = {data['beta_cd']:.1f},
-  alpha = 1e-6 keeps every sample within 0.05 of the average, but alpha = 1e-4 already moves one
-  sample in 2000 by {data['loose_dev']:.2f}: "vanishingly small" means alpha << 1/beta^2.
+  alpha = {f"{data['noise']:.0e}".replace("e-0", "e-")} keeps every one of {data['samples']} samples within {data['iso_dev']:.3f} of
+  the average; alpha = 1e-4 moves {data['loose_out']} of them more than 0.05 away, the farthest by
+  {data['loose_dev']:.2f}: "vanishingly small" means alpha << 1/beta^2.
 - **"Two heads give (v_a + v_b)/2 for both key distributions"** holds for most samples, not all:
   head 1 scores k_a by beta * gamma, and gamma ~ N(1, 1/2) is below
   {copy_threshold(n, 0.1) / data['beta_cd']:.2f} in some samples, where head 1 no longer copies v_a.
