@@ -276,6 +276,7 @@ def write_figures(data: dict, out: Path) -> list[Path]:
 
 def write_report(checks: list[Check], data: dict, out: Path) -> Path:
     n, eps = data["n"], data["eps"]
+    noise = f"{data['noise']:.0e}".replace("e-0", "e-")  # 1e-6, not 1e-06
     text = f"""# Attention lab: the written answers, measured
 
 Settings: d = {data['d']}, n = {n} keys, orthonormal keys and values (so the weight of c on v_i is
@@ -295,7 +296,7 @@ hand-set projections; (c) and (d) sample the keys.
   A raw dot product also grows with the key norm, so "large" is relative to |k|.
 - **Averaging with sampled keys** holds only while alpha (the noise variance) is small against
   1/beta^2: the scores' noise is about beta * sqrt(2 alpha) per key. At beta = {data['beta_cd']:.1f},
-  alpha = {f"{data['noise']:.0e}".replace("e-0", "e-")} keeps every one of {data['samples']} samples within {data['iso_dev']:.3f} of
+  alpha = {noise} keeps every one of {data['samples']} samples within {data['iso_dev']:.3f} of
   the average; alpha = 1e-4 moves {data['loose_out']} of them more than 0.05 away, the farthest by
   {data['loose_dev']:.2f}: "vanishingly small" means alpha << 1/beta^2.
 - **"Two heads give (v_a + v_b)/2 for both key distributions"** holds for most samples, not all:
