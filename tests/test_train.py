@@ -123,6 +123,17 @@ def test_reference_and_fast_paths_take_the_same_steps(kind, layout, shuffle):
         assert torch.allclose(a, b, atol=1e-5), n
 
 
+def test_the_perceiver_on_packed_rows_is_refused():
+    """Its latent i reads input positions <= i, so each row must start an example: packed rows were
+    once trained grouped without a word while the records said packed."""
+    corpus = CharCorruptionDataset(tiny_corpus(), 64)
+    model = GPT(GPTConfig(vocab_size=corpus.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=16,
+                          perceiver=True, bottleneck_dim=8))
+    tc = TrainConfig(max_epochs=1, batch_size=4, learning_rate=1e-3, final_tokens=10_000, layout="packed")
+    with pytest.raises(FactgptError, match="perceiver cannot train on packed rows"):
+        Trainer(model, corpus, tc, progress=False)
+
+
 def test_training_learns_a_tiny_corpus():
     corpus = CharCorruptionDataset(tiny_corpus(), 64)
     names = NameDataset(corpus, tiny_tsv())

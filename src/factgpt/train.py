@@ -176,6 +176,9 @@ class Trainer:
         self.rank = dist.get_rank() if self.world > 1 else 0
         self.writer = writer if self.rank == 0 else None  # logs and progress from rank 0 only
         self.progress = progress and self.rank == 0
+        if fast and config.layout == "packed" and model.perceiver:  # latent i reads input positions <= i
+            raise FactgptError("the perceiver cannot train on packed rows: each of its rows must start an example",
+                               hint="use the grouped layout")
         if self.world > 1 and not fast:
             raise FactgptError("multi-process training runs the fast engine only",
                                hint="leave out --engine reference, or run without torchrun")
@@ -283,7 +286,7 @@ class Trainer:
         block-diagonal mask (vanilla only; the default of vanilla pretraining, Recipe.pretrain_config).
         Every grouped row starts an example at position 0, which the perceiver needs (latent i reads
         input positions <= i)."""
-        if self.config.layout == "packed" and not self.raw_model.perceiver:
+        if self.config.layout == "packed":  # vanilla only (refused for the perceiver in __init__)
             b = pack(x, y, row_len=x.shape[1])
             return [{"idx": self._to(b.x), "targets": self._to(b.y), "positions": self._to(b.positions),
                      "documents": self._to(b.documents)}]
