@@ -87,6 +87,8 @@ def test_pretrain_finetune_evaluate_end_to_end(tiny_files, variant, capsys, tmp_
                           "--outputs_path", preds], capsys)
     assert code == 0, err
     assert out.startswith("Correct: ") and "out of 2.0" in out
+    wrong = 2 - float(out.split()[1])
+    assert ("a few mistakes:" in err) == (wrong > 0) and err.count("(gold ") == wrong, err  # minGPT's quick look
     assert len(preds.read_text(encoding="utf-8").splitlines()) == 2
     # unlabelled questions: predictions, and a plain word that there is no accuracy
     q = tmp_path / "q.tsv"

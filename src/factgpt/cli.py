@@ -442,6 +442,7 @@ def _trained(args, out: TrainOutcome) -> int:
 
 def _evaluate(args) -> int:
     from factgpt import stages
+    from factgpt.evaluate import mistakes
 
     rt = _runtime(args)
     _require(args, "reading_params_path", "eval_corpus_path", "outputs_path")
@@ -455,6 +456,9 @@ def _evaluate(args) -> int:
               "answers, so no accuracy")
     else:
         print(ev.score.line())
+        wrong = mistakes(ev.questions, ev.predictions, k=3)  # minGPT's quick look at what the model does
+        if wrong:
+            print("a few mistakes:\n" + "\n".join(f"  {w}" for w in wrong), file=sys.stderr)
     print(f"({len(ev.predictions)} questions in {ev.seconds:.2f} s)", file=sys.stderr)
     return 0
 

@@ -157,10 +157,11 @@ class CharCorruptionDataset(Dataset):
     Item i: document i truncated to a random length L in [4, int(block_size*7/8)] (shorter
     documents stay whole), split into prefix + masked + suffix with a random masked length whose
     mean is a quarter of the truncated length, rearranged as ``prefix⁇suffix⁇masked`` and padded
-    to block_size+1; x = s[:-1], y = s[1:]. An encoded pair, block_size 32 (□ is PAD):
+    to block_size+1; x = s[:-1], y = s[1:]. An encoded pair, block_size 32 (□ is PAD), from the
+    line truncated to its first 28 characters, with " Mouradian" masked:
 
-        x: Khatchig⁇ is a journ⁇ Mouradian□□□□□
-        y: hatchig⁇ is a journ⁇ Mouradian□□□□□□
+        x: Khatchig⁇ is a jour⁇ Mouradian□□
+        y: hatchig⁇ is a jour⁇ Mouradian□□□
 
     Documents are ``text.split('\\n')`` as in the reference, so a final newline yields one
     empty document (it trains only "⁇ follows ⁇") and len() matches the reference's, which

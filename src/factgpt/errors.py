@@ -1,7 +1,9 @@
 """The one exception type of factgpt.
 
-Library modules never print or exit: they raise FactgptError with a message that names the file,
-the line and the problem, and cli.py turns it into one line on stderr and a non-zero exit.
+Library modules do not print or exit on bad input: they raise FactgptError with a message that
+names the file, the line and the problem, and cli.py turns it into one line on stderr and a
+non-zero exit. (The one exit in the library is runtime.leave_distributed, which ends a torchrun
+process after its process group is torn down.)
 """
 
 from __future__ import annotations

@@ -351,8 +351,9 @@ class GPT(nn.Module):
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy of (B, T, V) logits against (B, T) targets, in fp32, over the non-PAD targets
     only (PAD is never learnt): their mean (the reference's loss) or their sum."""
-    return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=PAD_ID,
-                           reduction=reduction)
+    flat_logits = logits.float().view(-1, logits.size(-1))  # (B*T, V)
+    flat_targets = targets.reshape(-1)  # (B*T,)
+    return F.cross_entropy(flat_logits, flat_targets, ignore_index=PAD_ID, reduction=reduction)
 
 
 def count_parameters(model: nn.Module) -> int:

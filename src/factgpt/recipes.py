@@ -23,7 +23,8 @@ _FAST300 = replace(REFERENCE, name="fast300", dropout=0.0, shuffle=True, pretrai
 
 # The reference recipe as it is (dropout 0.1, lr 6e-3, batch 128, the reference corruption) but
 # shuffled and with one cosine over 430 epochs: sized for 2 hours on 2 CPU cores from the file-order
-# full run's 15.5 s an epoch, it took 15-17 s an epoch shuffled, about 2.3 hours. Chosen on
+# full run's 15.5 s an epoch, it took 15-17 s an epoch shuffled when alone on the cores (430 epochs:
+# about 2 hours) and 139.6 minutes end to end as run, the cores shared at times. Chosen on
 # the held-out probe of runs on a lent H200 (benchmarks/heldout_recipes.txt): at epoch 250 of 430
 # it knew 33.9% of the held-out people, against 15.6% for the reference's own schedule cut at 430
 # and 18.3% for a constant rate (one seed; level at epochs 200 and 225; docs/results.md).
