@@ -148,15 +148,12 @@ class DownProjectBlock(Block):
         self.C = nn.Parameter(torch.empty(1, config.bottleneck_dim, config.n_embd))
         nn.init.xavier_uniform_(self.C)
 
-    def forward(self, x_input: torch.Tensor, mask=None) -> torch.Tensor:
-        c = self.C.expand(x_input.shape[0], -1, -1)  # (B, m, C)
-        y = c + self.attn(self.ln1(c), kv=x_input, mask=mask)
-        return y + self.mlp(self.ln2(y))
-
-    def forward_cached(self, c: torch.Tensor, x_input: torch.Tensor, mask: torch.Tensor,
-                       cache: KVCache, layer: int) -> torch.Tensor:
-        """forward() for the latents c (B, t, C) (rows of self.C), attending to the cached inputs
-        and the new ones x_input (B, t, C), which the cache takes in."""
+    def forward(self, x_input: torch.Tensor, mask=None, cache=None, layer=0, c=None) -> torch.Tensor:
+        """x_input (B, T, C) -> (B, m, C). Decoding with a cache gives c, the latents' query rows
+        (B, t, C) (rows of self.C), which attend to the cached inputs and the new ones x_input
+        (B, t, C), which the cache takes in."""
+        if c is None:
+            c = self.C.expand(x_input.shape[0], -1, -1)  # (B, m, C)
         y = c + self.attn(self.ln1(c), kv=x_input, mask=mask, cache=cache, layer=layer)
         return y + self.mlp(self.ln2(y))
 
@@ -167,14 +164,9 @@ class UpProjectBlock(Block):
     LayerNorm on the latents Y before attention, residual on the input X.
     """
 
-    def forward(self, y: torch.Tensor, x_input: torch.Tensor, mask=None) -> torch.Tensor:
-        x = x_input + self.attn(x_input, kv=self.ln1(y), mask=mask)
-        return x + self.mlp(self.ln2(x))
-
-    def forward_cached(self, y: torch.Tensor, x_input: torch.Tensor, mask: torch.Tensor,
-                       cache: KVCache, layer: int) -> torch.Tensor:
-        """forward() for the new inputs x_input (B, t, C), attending to the cached latents and the
-        new ones y (B, t, C), which the cache takes in."""
+    def forward(self, y: torch.Tensor, x_input: torch.Tensor, mask=None, cache=None, layer=0) -> torch.Tensor:
+        """y (B, m, C) latents, x_input (B, T, C) -> (B, T, C). With a cache, the new inputs attend
+        to the cached latents and the new ones y (B, t, C), which the cache takes in."""
         x = x_input + self.attn(x_input, kv=self.ln1(y), mask=mask, cache=cache, layer=layer)
         return x + self.mlp(self.ln2(x))
 
@@ -337,7 +329,7 @@ class GPT(nn.Module):
         lat_mask[..., -t:] |= eye  # a masked-out latent sees itself, so it stays finite
         if bool(latent[:, -t:].any()):
             c = self.down_block.C[0, positions.clamp(max=m - 1)]  # (B, t, C): latent j's query row
-            y = self.down_block.forward_cached(c, x, in_mask, cache, 0)
+            y = self.down_block(x, in_mask, cache=cache, layer=0, c=c)
             for i, block in enumerate(self.blocks):
                 y = block(y, mask=lat_mask, cache=cache, layer=1 + i)
         else:  # every row is past its m latents: only the up-projection has work to do
@@ -345,7 +337,7 @@ class GPT(nn.Module):
                 z = cache.k[layer].new_zeros(x.shape[0], cache.k[layer].shape[1], t, cache.k[layer].shape[3])
                 cache.append(layer, z, z)
             y = torch.zeros_like(x)
-        return self.up_block.forward_cached(y, x, up_mask, cache, len(self.blocks) + 1)
+        return self.up_block(y, x, up_mask, cache=cache, layer=len(self.blocks) + 1)
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
