@@ -12,13 +12,13 @@ from factgpt.cli import build_parser, recipe_of, train_config_of
 from factgpt.config import BLOCK_SIZE, PERCEIVER_M, REFERENCE, GPTConfig, Recipe, TrainConfig, final_tokens_for
 from factgpt.errors import FactgptError
 from factgpt.model import GPT
-from factgpt.recipes import BUDGETS, DEMO
+from factgpt.recipes import BUDGETS, DEMO, DEMO_TINY
 from factgpt.stages import ModelSpec, load_corpus, load_model
 
 N_DOCS, VOCAB = 2938, 256
 
 
-@pytest.mark.parametrize("recipe", [*BUDGETS.values(), DEMO], ids=lambda r: r.name)
+@pytest.mark.parametrize("recipe", [*BUDGETS.values(), DEMO, DEMO_TINY], ids=lambda r: r.name)
 def test_every_budget_builds_valid_configs(recipe: Recipe):
     for perceiver in (False, True):
         m = recipe.model_config(VOCAB, perceiver)  # GPTConfig checks itself

@@ -65,6 +65,16 @@ def bf16_native(device: torch.device) -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
+def bf16_runs(device: torch.device) -> bool:
+    """Whether bf16 autocast runs at all, natively or emulated: CUDA GPUs that support it, AVX512 CPUs
+    (bf16_native says which of them run it at full speed)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    return "AVX512" in torch.backends.cpu.get_cpu_capability()
+
+
 def machine(device: torch.device | str = "cpu") -> str:
     """Host, processor and its vector unit (AVX2, AVX512...: the same recipe takes several times as
     long on 2 AVX2 cores as on 2 AVX512-BF16 ones, docs/benchmarks.md), threads and torch, and the

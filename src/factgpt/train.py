@@ -33,7 +33,7 @@ from factgpt.config import TrainConfig, json_roundtrip
 from factgpt.data import PAD_ID, group_by_length, pack
 from factgpt.errors import FactgptError
 from factgpt.model import GPT, lm_loss
-from factgpt.runtime import bf16_native
+from factgpt.runtime import bf16_native, bf16_runs
 
 
 def lr_multiplier(tokens: int, warmup_tokens: int, final_tokens: int) -> float:
@@ -129,19 +129,13 @@ def _compiled(net):
         return net
 
 
-def bf16_supported(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return torch.backends.mkldnn.is_available() and "AVX512" in torch.backends.cpu.get_cpu_capability()
-
-
 def resolve_precision(precision: str, device: torch.device, engine: str = "fast") -> str:
     """The precision a run computes in, which its records name: "auto" becomes bf16 where bf16 is
     native on the fast engine; "bf16" stays bf16 where bf16 autocast is supported at all, and is
     fp32 elsewhere (a CPU without AVX512), so a record never says bf16 of a run in fp32."""
     if precision == "auto":
         return "bf16" if engine == "fast" and bf16_native(device) else "fp32"
-    if precision == "bf16" and not bf16_supported(device):
+    if precision == "bf16" and not bf16_runs(device):
         return "fp32"
     return precision
 
