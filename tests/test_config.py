@@ -40,7 +40,7 @@ def test_every_budget_builds_valid_configs(recipe: Recipe):
         for t in (pre, fin):
             assert isinstance(t, TrainConfig) and min(t.max_epochs, t.batch_size, t.final_tokens) > 0
             assert t.learning_rate > 0 and t.weight_decay >= 0 and t.precision in ("auto", "fp32", "bf16")
-    assert BUDGETS.get(recipe.name, DEMO) is recipe  # each budget is filed under its own name
+    assert {**BUDGETS, "demo": DEMO, "demo-tiny": DEMO_TINY}[recipe.name] is recipe  # filed under its own name
 
 
 def test_reference_is_the_reference_recipe():
