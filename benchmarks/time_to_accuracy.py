@@ -17,6 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
+from factgpt.atomic import atomic_save_figure, pyplot
+
 
 def rows(folder: Path) -> list[dict]:
     """One dict per pretrained row and seed: its probe curve, its dev accuracy and total minutes."""
@@ -39,10 +41,7 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", help="LABEL=FOLDER with a stages.json")
     args = ap.parse_args()
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (ax_probe, ax_dev) = plt.subplots(1, 2, figsize=(10, 4))
     runs = [(label, r) for label, folder in (spec.split("=", 1) for spec in args.runs) for r in rows(Path(folder))]
     palette = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20").colors  # one colour per run in both panels
@@ -69,7 +68,7 @@ def main() -> None:
         ax.legend(fontsize=6)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(args.out, dpi=120)
+    atomic_save_figure(fig, args.out)
     print(f"wrote {args.out}")
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
-from factgpt.atomic import atomic_save_figure, atomic_write_text
+from factgpt.atomic import atomic_save_figure, atomic_write_text, pyplot
 from factgpt.data import MASK_CHAR, MASK_ID, Question, Vocab
 from factgpt.model import GPT
 
@@ -308,9 +308,7 @@ def write_categories_tsv(a: Analysis, path) -> None:
 
 
 def write_chart(a: Analysis, path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.barh(CATEGORIES[::-1], [a.counts[c] for c in CATEGORIES[::-1]], color="#58a")

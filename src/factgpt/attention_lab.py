@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from factgpt.atomic import atomic_save_figure, atomic_write_text
+from factgpt.atomic import atomic_save_figure, atomic_write_text, pyplot
 from factgpt.config import GPTConfig
 from factgpt.model import Attention
 
@@ -225,9 +225,7 @@ def format_checks(checks: list[Check]) -> str:
 
 
 def write_figures(data: dict, out: Path) -> list[Path]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n, paths = data["n"], []
     fig, ax = plt.subplots(figsize=(6, 3.6))

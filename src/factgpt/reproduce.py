@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from factgpt.atomic import atomic_save_figure, atomic_write_text, ensure_folder
+from factgpt.atomic import atomic_save_figure, atomic_write_text, ensure_folder, pyplot
 from factgpt.checkpoint import load_checkpoint, resume_path_for
 from factgpt.config import (
     LAYOUT_FIELDS,
@@ -496,16 +496,9 @@ def write_report(out: str | Path, summary: list[RowSummary], records: dict, *, t
     return path
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def draw_losses(records: dict, path: Path) -> None:
     """The training loss of every recorded stage against its optimiser steps."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for key, rec in records.items():
         if rec.get("losses"):
@@ -522,7 +515,7 @@ def draw_losses(records: dict, path: Path) -> None:
 
 def draw_accuracy(summary: list[RowSummary], published: dict | None, path: Path) -> None:
     """Each row's accuracy with its 95% interval, and the published figures as dots."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.5))
     labels = [s.title for s in summary]
     ys = [s.mean for s in summary]
@@ -590,7 +583,7 @@ def knowledge_section(probed: dict) -> list[str]:
 
 def draw_knowledge(probed: dict, path: Path) -> None:
     """Loss and probe against training minutes, side by side, one line per pretraining stage."""
-    plt = _pyplot()
+    plt = pyplot()
 
     fig, (ax_loss, ax_probe) = plt.subplots(1, 2, figsize=(10, 3.8))
     for key, rec in probed.items():
