@@ -12,7 +12,7 @@ from factgpt.cli import build_parser, recipe_of, train_config_of
 from factgpt.config import BLOCK_SIZE, PERCEIVER_M, REFERENCE, GPTConfig, Recipe, TrainConfig, final_tokens_for
 from factgpt.errors import FactgptError
 from factgpt.model import GPT
-from factgpt.recipes import BUDGETS, DEMO, DEMO_TINY
+from factgpt.recipes import BUDGET_ABOUT, BUDGETS, DEMO, DEMO_TINY
 from factgpt.stages import ModelSpec, load_corpus, load_model
 
 N_DOCS, VOCAB = 2938, 256
@@ -41,6 +41,13 @@ def test_every_budget_builds_valid_configs(recipe: Recipe):
             assert isinstance(t, TrainConfig) and min(t.max_epochs, t.batch_size, t.final_tokens) > 0
             assert t.learning_rate > 0 and t.weight_decay >= 0 and t.precision in ("auto", "fp32", "bf16")
     assert {**BUDGETS, "demo": DEMO, "demo-tiny": DEMO_TINY}[recipe.name] is recipe  # filed under its own name
+
+
+def test_every_budget_has_its_line_in_the_help():
+    assert BUDGET_ABOUT.keys() == BUDGETS.keys()
+    reproduce = build_parser()._subparsers._group_actions[0].choices["reproduce"]
+    (budget,) = [a for a in reproduce._actions if a.dest == "budget"]
+    assert all(f"{name}: {about}" in budget.help for name, about in BUDGET_ABOUT.items())
 
 
 def test_reference_is_the_reference_recipe():

@@ -23,9 +23,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from factgpt.config import BLOCK_SIZE, REFERENCE, SHAPE_FIELDS, Recipe, TrainConfig, with_layout  # no torch
+from factgpt.config import (  # no torch
+    BLOCK_SIZE,
+    CHECKPOINT_EVERY,
+    REFERENCE,
+    SHAPE_FIELDS,
+    Recipe,
+    TrainConfig,
+    with_layout,
+)
 from factgpt.errors import FactgptError
-from factgpt.recipes import BUDGETS, DEMO, DEMO_TINY  # no torch
+from factgpt.recipes import BUDGET_ABOUT, BUDGETS, DEMO, DEMO_TINY  # no torch
 
 if TYPE_CHECKING:  # torch and the library load on first use, so that `--help` is quick
     import torch
@@ -35,6 +43,7 @@ if TYPE_CHECKING:  # torch and the library load on first use, so that `--help` i
 VARIANTS = ("vanilla", "perceiver")
 
 
+THREADS_HELP = "CPU threads for torch (default: torch's choice); main() sets them before the command runs"
 GROUP_TOKENS_HELP = ("lay the fast engine's batches out in length-sorted groups of this many ids (default: packed "
                      f"rows for vanilla pretraining, groups of {TrainConfig.group_tokens} elsewhere); larger groups "
                      "mean fewer, larger kernel launches, which suits a GPU; the same arithmetic (with dropout, "
@@ -119,8 +128,7 @@ def _study_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
                    help=f"{R.precision} by default. auto: bf16 autocast where the hardware runs bf16 matmuls "
                    "natively, else fp32 (the reference engine: fp32); fp32: the reference arithmetic; bf16: autocast "
                    "where supported (GPUs, AVX512 CPUs), else fp32; the run reports which")
-    g.add_argument("--threads", type=positive(int), default=None,
-                   help="CPU threads for torch (default: torch's choice)")
+    g.add_argument("--threads", type=positive(int), default=None, help=THREADS_HELP)
     g.add_argument("--dropout", type=dropout_probability, default=None,
                    help=f"all three dropouts (reference: {R.dropout:g}; also replaces a checkpoint's)")
     g.add_argument("--dropout_start_epoch", type=non_negative(int), default=None,
@@ -174,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group_tokens", type=positive(int), default=None,
                    help="also time the default fast path grouped, in groups of this many ids (e.g. 16384: one "
                    "group per pretraining batch, fewer kernel launches on a GPU)")
-    p.add_argument("--threads", type=positive(int), default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=positive(int), default=None, help=THREADS_HELP)
 
     p = sub.add_parser("demo", help="the study's table on a generated world of fictional biographies (minutes)")
     p.add_argument("--out", default="demo_out", help="folder for the world, checkpoints and report (demo_out)")
@@ -184,22 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrain_epochs", type=positive(int), default=None,
                    help="pretraining epochs (80; perceiver: half)")
     p.add_argument("--tiny", action="store_true", help="a seconds-long run that checks the plumbing")
-    p.add_argument("--threads", type=positive(int), default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=positive(int), default=None, help=THREADS_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("reproduce", help="the study's table on the real data, stage by stage, with a report")
     p.add_argument("--data-dir", default="data", help="folder with the four files (`factgpt data download`)")
     p.add_argument("--out", default="reproduce_out", help="report folder (reproduce_out)")
-    p.add_argument("--budget", choices=tuple(BUDGETS),
-                   default="full",
-                   help="full: the reference recipe; quick: 100 pretraining epochs, bf16; fast: fast430 cut to 380 "
-                   "epochs, sized for 2 hours on 2 AVX512-BF16 cores (about 3x that on AVX2 ones), "
-                   "finetuning with the MLPs and embeddings frozen; "
-                   "fast70: the first try at fast (70 epochs, no dropout, "
-                   "truncations of 64-112); fast300: the reference's "
-                   "optimiser without dropout, one cosine over 300 epochs; fast430: the reference recipe shuffled, "
-                   "with one cosine over 430 epochs (about 2.3 hours on 2 cores); mixed: fast over 240 epochs "
-                   "with the finetuning pairs (all but 200 held-out people) mixed into pretraining; smoke: seconds")
+    p.add_argument("--budget", choices=tuple(BUDGETS), default="full",
+                   help="; ".join(f"{name}: {about}" for name, about in BUDGET_ABOUT.items()))
     p.add_argument("--rows", nargs="+", default=None, metavar="ROW",
                    help="run only these rows: baseline vanilla_nopretrain vanilla_pretrain perceiver_pretrain "
                    "(default: all)")
@@ -208,12 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the first of those seeds (0): two processes can run seeds 0 and 1 side by side")
     p.add_argument("--probe_every", type=non_negative(int), default=None,
                    help="run the knowledge probe every N pretraining epochs (default: the budget's; full: never)")
-    p.add_argument("--checkpoint_every", type=non_negative(int), default=200,
+    p.add_argument("--checkpoint_every", type=non_negative(int), default=CHECKPOINT_EVERY,
                    help="steps between resume points of a training stage; an interrupted stage continues "
-                   "from its last one (200)")
+                   f"from its last one ({CHECKPOINT_EVERY})")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--group_tokens", type=positive(int), default=None, help=GROUP_TOKENS_HELP)
-    p.add_argument("--threads", type=positive(int), default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=positive(int), default=None, help=THREADS_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("attention-lab", help="the attention-exploration answers, measured, checked and drawn")
@@ -278,7 +278,8 @@ def _require(args, *names: str) -> None:
 # Flags of the shared study parser that only training reads. They default to None so that a command
 # which has no use for them can tell they were given; pretrain and finetune read them through
 # `training_flag`, which gives these values where a flag was not given.
-_TRAINING_DEFAULTS = {"seed": 0, "save_every": 0, "checkpoint_every": 200, "tb_expt_name": "run", "tb_dir": "expt"}
+_TRAINING_DEFAULTS = {"seed": 0, "save_every": 0, "checkpoint_every": CHECKPOINT_EVERY, "tb_expt_name": "run",
+                      "tb_dir": "expt"}
 
 # Flags of the shared study parser that a command has no use for: given, they are refused rather
 # than ignored. Pretraining and finetuning keep their own stage's settings.
@@ -357,13 +358,10 @@ class _Runtime:
 
 def _runtime(args) -> _Runtime:
     """Threads, device, the torchrun process group, the recipe and the model spec."""
-    import torch
 
     from factgpt.runtime import init_distributed, resolve_device
     from factgpt.stages import ModelSpec
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     world, device = init_distributed(device)  # torchrun: one process per device, global batch split
     if world > 1 and args.command == "evaluate":
@@ -481,17 +479,9 @@ def _data(args) -> int:
 
 
 def _bench(args) -> int:
-    import platform
-
-    import torch
-
-    from factgpt.bench import format_report, run_bench
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from factgpt.bench import FAST_VARIANTS, Variant
+    from factgpt.bench import FAST_VARIANTS, Variant, format_report, run_bench
     from factgpt.data import read_text
-    from factgpt.runtime import resolve_device
+    from factgpt.runtime import machine, resolve_device
 
     device = resolve_device(args.device)
     variants = FAST_VARIANTS
@@ -501,21 +491,29 @@ def _bench(args) -> int:
     rows, decode = run_bench(args.data_dir, steps=args.steps, params=args.params, device=device,
                              decode_sample=args.decode_sample, variants=variants,
                              log=lambda m: print(m, file=sys.stderr))
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else torch.backends.cpu.get_cpu_capability()
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, {where}, torch {torch.__version__}")
+    print(f"machine: {machine(device)}")
     n_docs = len(read_text(Path(args.data_dir) / "wiki.txt").split("\n"))
     print(format_report(rows, decode, n_docs))
     return 0
 
 
-def _demo(args) -> int:
-    import torch
+def _table(args, run_args: dict, *, title: str, note, published, **table_kwargs) -> int:
+    """The tail that demo and reproduce share: run (or resume) the table's stages, write the report,
+    print the table. `note(run)` is the report's line on what was run; `run_args` go to TableRun.run."""
+    from factgpt.reproduce import TableRun, format_table, summarize, write_report
 
-    from factgpt.reproduce import Files, TableRun, format_table, summarize, write_report
+    run = TableRun(progress=not args.quiet, log=lambda m: print(m, file=sys.stderr), **table_kwargs)
+    summary = summarize(run.run(**run_args))
+    report = write_report(run.out, summary, run.records, title=title, budget_note=note(run), published=published)
+    print(format_table(summary, published))
+    print(f"report: {report}", file=sys.stderr)
+    return 0
+
+
+def _demo(args) -> int:
+    from factgpt.reproduce import Files
     from factgpt.synthetic import make_world
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     recipe, people = (DEMO_TINY, args.people or 20) if args.tiny else (DEMO, args.people or 100)
     if args.pretrain_epochs:  # another recipe: its name says so in the records and the report
         recipe = replace(recipe, name=f"{recipe.name}, {args.pretrain_epochs} pretraining epochs",
@@ -527,35 +525,16 @@ def _demo(args) -> int:
     print(f"world: {len(world.people)} people, {len(world.documents)} documents in {paths['corpus']}; "
           f"finetuning on {len(world.train)}, asking about {len(world.heldout)} held-out people "
           "whose birthplaces only the pretraining corpus tells", file=sys.stderr)
-    run = TableRun(Files(paths["corpus"], paths["train"], paths["heldout"]), recipe, out,
-                   progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
-    summary = summarize(run.run(seeds=1, first_seed=args.seed))
-    write_report(out, summary, run.records, title="factgpt demo: a fictional world",
-                 budget_note=f"Held-out accuracy on {len(world.heldout)} people seen only in pretraining "
-                 f"(recipe `{recipe.name}`, seed {args.seed}).", published=None)
-    print(format_table(summary))
-    print(f"report: {out / 'report.md'}", file=sys.stderr)
-    return 0
+    return _table(args, {"seeds": 1, "first_seed": args.seed}, title="factgpt demo: a fictional world",
+                  note=lambda run: f"Held-out accuracy on {len(world.heldout)} people seen only in pretraining "
+                  f"(recipe `{recipe.name}`, seed {args.seed}).", published=None,
+                  files=Files(paths["corpus"], paths["train"], paths["heldout"]), recipe=recipe, out=out)
 
 
 def _reproduce(args) -> int:
-    import torch
-
-    from factgpt.reproduce import (
-        PUBLISHED,
-        ROWS,
-        Files,
-        TableRun,
-        budget_note,
-        format_table,
-        summarize,
-        with_budget,
-        write_report,
-    )
+    from factgpt.reproduce import PUBLISHED, ROWS, Files, budget_note, with_budget
     from factgpt.runtime import resolve_device
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     d = Path(args.data_dir)
     for name in ("wiki.txt", "birth_places_train.tsv", "birth_dev.tsv"):
         if not (d / name).is_file():
@@ -568,17 +547,13 @@ def _reproduce(args) -> int:
     twice = sorted({r for r in args.rows or () if args.rows.count(r) > 1})
     if twice:  # a row given twice would be counted as two seeds in the report
         raise FactgptError(f"--rows names {', '.join(twice)} more than once", hint="name each row once")
-    run = TableRun(Files(d / "wiki.txt", d / "birth_places_train.tsv", d / "birth_dev.tsv", extra), recipe,
-                   args.out, device=resolve_device(args.device), progress=not args.quiet,
-                   log=lambda m: print(m, file=sys.stderr), checkpoint_every=args.checkpoint_every,
-                   layout={} if args.group_tokens is None else {"group_tokens": args.group_tokens})
-    summary = summarize(run.run(seeds=args.seeds, rows=args.rows or ROWS, first_seed=args.first_seed))
-    note = budget_note(recipe, args.seeds, len(run.questions))
-    report = write_report(args.out, summary, run.records, title="factgpt reproduce: the study's table",
-                          budget_note=note, published=PUBLISHED)
-    print(format_table(summary, PUBLISHED))
-    print(f"report: {report}", file=sys.stderr)
-    return 0
+    return _table(args, {"seeds": args.seeds, "rows": args.rows or ROWS, "first_seed": args.first_seed},
+                  title="factgpt reproduce: the study's table", published=PUBLISHED,
+                  note=lambda run: budget_note(recipe, args.seeds, len(run.questions)),
+                  files=Files(d / "wiki.txt", d / "birth_places_train.tsv", d / "birth_dev.tsv", extra),
+                  recipe=recipe, out=args.out, device=resolve_device(args.device),
+                  checkpoint_every=args.checkpoint_every,
+                  layout={} if args.group_tokens is None else {"group_tokens": args.group_tokens})
 
 
 def _attention_lab(args) -> int:
@@ -690,6 +665,9 @@ def main(argv: list[str] | None = None) -> int:
     from factgpt.runtime import leave_distributed
 
     args = build_parser().parse_args(argv)
+    if getattr(args, "threads", None):  # every command that computes takes --threads
+        import torch
+        torch.set_num_threads(args.threads)
     try:
         code = COMMANDS[args.command](args)
     except FactgptError as e:

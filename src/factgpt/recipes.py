@@ -75,6 +75,20 @@ BUDGETS = {
                      pretrain_final_epochs=1, finetune_epochs=1, finetune_epochs_scratch=1, bottleneck_dim=8),
 }
 
+# One line each for `reproduce --help`.
+BUDGET_ABOUT = {
+    "full": "the reference recipe",
+    "quick": "100 pretraining epochs, bf16",
+    "fast": "fast430 cut to 380 epochs, sized for 2 hours on 2 AVX512-BF16 cores (about 3x that on AVX2 ones), "
+            "finetuning with the MLPs and embeddings frozen",
+    "fast70": "the first try at fast (70 epochs, no dropout, truncations of 64-112)",
+    "fast300": "the reference's optimiser without dropout, one cosine over 300 epochs",
+    "fast430": "the reference recipe shuffled, with one cosine over 430 epochs (2.3 hours end to end as run on 2 "
+               "AVX512-BF16 cores)",
+    "mixed": "fast over 240 epochs with the finetuning pairs (all but 200 held-out people) mixed into pretraining",
+    "smoke": "seconds",
+}
+
 # The demo's world is small, so its recipe differs from the study's where measurement showed it
 # must: no dropout, small batches (memorising a few hundred facts needs many steps), and a gentle
 # finetuning (lr 1e-4): at 5e-4 the model memorises the finetuning answers and held-out accuracy

@@ -27,6 +27,7 @@ import torch
 from factgpt.atomic import atomic_save_figure, atomic_write_text, ensure_folder, pyplot
 from factgpt.checkpoint import load_checkpoint, resume_path_for
 from factgpt.config import (
+    CHECKPOINT_EVERY,
     LAYOUT_FIELDS,
     REFERENCE,
     Corruption,
@@ -255,14 +256,13 @@ class TableRun:
     """Runs (or resumes) the table's stages into `out`, recording each one."""
 
     def __init__(self, files: Files, recipe: Recipe, out: str | Path, *, device="cpu",
-                 progress: bool = True, log=None, command_prefix: str = "factgpt",
-                 checkpoint_every: int = 200, layout: dict | None = None) -> None:
+                 progress: bool = True, log=None, checkpoint_every: int = CHECKPOINT_EVERY,
+                 layout: dict | None = None) -> None:
         self.files, self.recipe = files, recipe
         self.out = ensure_folder(out)
         self.device = torch.device(device)
         self.progress = progress
         self.say = log or (lambda *_: None)
-        self.prefix = command_prefix
         self.checkpoint_every = checkpoint_every  # steps between resume points of a training stage
         # how batches are laid out (TrainConfig's LAYOUT_FIELDS, e.g. group_tokens): the same
         # arithmetic in other shapes, so a record made with other ones still counts as the same recipe
@@ -296,7 +296,7 @@ class TableRun:
         atomic_write_text(self.records_path, json.dumps(self.records, indent=1))
 
     def command_line(self, stage: Stage) -> str:
-        return f"{self.prefix} {shlex.join(stage.argv())}"
+        return f"factgpt {shlex.join(stage.argv())}"
 
     def stages(self, key: str, seed: int) -> list[Stage]:
         return row_stages(key, seed, self.recipe, self.files, len(self.corpus), self.corpus.vocab_size,
