@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from factgpt.atomic import atomic_save_figure, atomic_write_text, ensure_folder, pyplot
-from factgpt.checkpoint import load_checkpoint, resume_path_for
+from factgpt.checkpoint import resume_path_for
 from factgpt.config import (
     CHECKPOINT_EVERY,
     LAYOUT_FIELDS,
@@ -40,12 +40,13 @@ from factgpt.config import (
 )
 from factgpt.data import MixedDataset, NameDataset, read_questions
 from factgpt.errors import FactgptError
-from factgpt.evaluate import most_frequent_answer, predict, score
+from factgpt.evaluate import most_frequent_answer, score
 from factgpt.probe import ProbeSchedule
 from factgpt.recipes import BUDGETS
 from factgpt.runtime import machine
 from factgpt.stages import (
     ModelSpec,
+    evaluate,
     knowledge_probe,
     load_corpus,
     load_pairs,
@@ -349,17 +350,13 @@ class TableRun:
             rec = self.records[stage.key]
             return rec["correct"], rec["total"], preds_path.read_text(encoding="utf-8").splitlines()
         te = time.perf_counter()
-        model = load_checkpoint(self.out / stage.reads).build_model().to(self.device)
-        preds = predict(model, self.questions, self.corpus.vocab, source=f.eval)
-        atomic_write_text(preds_path, "".join(p + "\n" for p in preds))
-        for extra in f.extra_eval:
-            extra_preds = predict(model, read_questions(extra), self.corpus.vocab, source=extra)
-            atomic_write_text(self.out / f"{stage.tag}.{extra.stem}.predictions",
-                              "".join(p + "\n" for p in extra_preds))
-        s = score(self.questions, preds)
+        extra = tuple((path, self.out / f"{stage.tag}.{path.stem}.predictions") for path in f.extra_eval)
+        ev = evaluate(f.corpus, self.out / stage.reads, f.eval, preds_path, ModelSpec(stage.variant, stage.recipe),
+                      device=self.device, corpus=self.corpus, questions=self.questions, extra=extra)
+        s = ev.score
         self._record(stage.key, command=self.command_line(stage), seconds=round(time.perf_counter() - te, 1),
                      correct=s.correct, total=s.total)
-        return s.correct, s.total, preds
+        return s.correct, s.total, ev.predictions
 
     def baseline(self) -> RowResult:
         guess = most_frequent_answer(read_questions(self.files.train, require_answers=True))

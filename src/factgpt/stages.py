@@ -248,19 +248,31 @@ class EvalOutcome:
 
 
 def evaluate(corpus_path, reading_params_path, eval_path, outputs_path, spec: ModelSpec, *,
-             device, engine: str = "fast", progress=None) -> EvalOutcome:
-    corpus = load_corpus(corpus_path)
+             device, engine: str = "fast", progress=None, corpus: CharCorruptionDataset | None = None,
+             questions: list[Question] | None = None, extra: tuple = ()) -> EvalOutcome:
+    """Greedy answers to the questions of `eval_path` (read here unless given), written one a line
+    to `outputs_path`, and their accuracy where the file has answers; `extra`: (questions file,
+    outputs path) pairs answered by the same model, as reproduce does for birth_test_inputs.tsv."""
+    corpus = corpus if corpus is not None else load_corpus(corpus_path)
     model, _ = load_model(reading_params_path, spec, corpus, corpus_path)
     model.to(device)
-    questions = read_questions(eval_path)
-    if outputs_path is not None:
-        _check_writable(outputs_path)
+    questions = questions if questions is not None else read_questions(eval_path)
+    for out in (outputs_path, *(o for _, o in extra)):
+        if out is not None:
+            _check_writable(out)
     t0 = time.perf_counter()
     preds = predict(model, questions, corpus.vocab, engine=engine, source=eval_path, progress=progress)
     seconds = time.perf_counter() - t0
     if outputs_path is not None:
-        atomic_write_text(outputs_path, "".join(p + "\n" for p in preds))
+        write_predictions(outputs_path, preds)
+    for path, out in extra:
+        write_predictions(out, predict(model, read_questions(path), corpus.vocab, engine=engine, source=path))
     return EvalOutcome(questions, preds, score(questions, preds), seconds)
+
+
+def write_predictions(path: str | Path, predictions: list[str]) -> None:
+    """One answer a line, as the reference's run.py writes them."""
+    atomic_write_text(path, "".join(p + "\n" for p in predictions))
 
 
 def load_for_inference(params_path, corpus_path=None, *, n_head: int = 8, device="cpu"):
