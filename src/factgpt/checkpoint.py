@@ -54,7 +54,12 @@ def save_checkpoint(path: str | Path, model: GPT, vocab: Vocab, progress: dict |
         "vocab": vocab.chars,
         "progress": progress or {},
     }
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    _write(path, model.state_dict(), meta)
+
+
+def _write(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Tensors (moved to the CPU) and factgpt's JSON in the safetensors header, written atomically."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     atomic_write_bytes(path, st_save(tensors, metadata={"factgpt": json.dumps(meta)}))
 
 
@@ -188,9 +193,7 @@ def resume_path_for(params_path: str | Path) -> Path:
 
 
 def save_training_state(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    meta = {"format": RESUME_FORMAT, "version": FORMAT_VERSION, **meta}
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    atomic_write_bytes(path, st_save(tensors, metadata={"factgpt": json.dumps(meta)}))
+    _write(path, tensors, {"format": RESUME_FORMAT, "version": FORMAT_VERSION, **meta})
 
 
 def load_training_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
