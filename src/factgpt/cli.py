@@ -18,6 +18,7 @@ The study's commands keep the reference's spelling, so `python src/run.py ARGS` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -256,8 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _writer(args, recipe: Recipe, function: str):
+    """The TensorBoard writer as a context (closed, so flushed, when training ends), or None in one
+    (`--no_tensorboard`)."""
     if args.no_tensorboard:
-        return None
+        return contextlib.nullcontext()
     from torch.utils.tensorboard import SummaryWriter
     name = "%s_%s_%d_pt_lr_%f_ft_lr_%f" % (training_flag(args, "tb_expt_name"), args.variant,
                                            recipe.bottleneck_dim, recipe.pretrain_lr, recipe.finetune_lr)
@@ -393,12 +396,14 @@ def _pretrain(args) -> int:
     if tconf.dropout_start_epoch >= tconf.max_epochs:
         raise FactgptError(f"--dropout_start_epoch {tconf.dropout_start_epoch} leaves none of the "
                            f"{tconf.max_epochs} epochs with dropout", hint="give a smaller one, or --dropout 0")
-    out = stages.pretrain(args.pretrain_corpus_path, rt.spec, tconf, args.writing_params_path,
-                          device=rt.device, writer=_writer(args, r, "pretrain"), progress=rt.progress,
-                          reading_params_path=args.reading_params_path,
-                          save_every=training_flag(args, "save_every"),
-                          checkpoint_every=training_flag(args, "checkpoint_every"), resume=args.resume, corpus=corpus,
-                          pairs=pairs, probe_every=r.probe_every, probe_path=args.finetune_corpus_path)
+    with _writer(args, r, "pretrain") as writer:
+        out = stages.pretrain(args.pretrain_corpus_path, rt.spec, tconf, args.writing_params_path,
+                              device=rt.device, writer=writer, progress=rt.progress,
+                              reading_params_path=args.reading_params_path,
+                              save_every=training_flag(args, "save_every"),
+                              checkpoint_every=training_flag(args, "checkpoint_every"), resume=args.resume,
+                              corpus=corpus, pairs=pairs, probe_every=r.probe_every,
+                              probe_path=args.finetune_corpus_path)
     return _trained(args, out)
 
 
@@ -412,11 +417,13 @@ def _finetune(args) -> int:
                            hint="without a checkpoint every parameter starts at random and must train")
     corpus = stages.load_corpus(args.pretrain_corpus_path)
     tconf = train_config_of(args, rt.recipe, len(corpus), rt.world)
-    out = stages.finetune(args.pretrain_corpus_path, args.finetune_corpus_path, rt.spec, tconf,
-                          args.writing_params_path, reading_params_path=args.reading_params_path,
-                          device=rt.device, writer=_writer(args, rt.recipe, "finetune"), progress=rt.progress,
-                          save_every=training_flag(args, "save_every"),
-                          checkpoint_every=training_flag(args, "checkpoint_every"), resume=args.resume, corpus=corpus)
+    with _writer(args, rt.recipe, "finetune") as writer:
+        out = stages.finetune(args.pretrain_corpus_path, args.finetune_corpus_path, rt.spec, tconf,
+                              args.writing_params_path, reading_params_path=args.reading_params_path,
+                              device=rt.device, writer=writer, progress=rt.progress,
+                              save_every=training_flag(args, "save_every"),
+                              checkpoint_every=training_flag(args, "checkpoint_every"), resume=args.resume,
+                              corpus=corpus)
     return _trained(args, out)
 
 
