@@ -72,6 +72,21 @@ def test_batched_answers_are_the_one_at_a_time_answers(m, impl):
             assert g == generate_reference(model, p, 12)
 
 
+@pytest.mark.parametrize("m", [3, 8])  # the shared prefix crosses m = 3; with m = 8 it stays below
+def test_a_shared_prefix_computed_once_gives_the_one_at_a_time_answers(m):
+    """Every real question starts "Where was ": a batch made only of such prompts computes the prefix
+    once and broadcasts its cache into every row (in the test above no batch shares one)."""
+    from factgpt.decode import _common_prefix
+
+    model = perceiver(m)
+    head = [5, 6, 7, 8]
+    prompts = [head + p for p in prompts_of([1, 2, 3, 6, 11], seed=4)]
+    assert _common_prefix(prompts) == len(head)
+    got = generate_batched(model, prompts, 12, stop_id=None)
+    for p, g in zip(prompts, got):
+        assert g == generate_reference(model, p, 12)
+
+
 def test_batched_answers_stop_where_the_full_answer_has_the_stop_id():
     model = perceiver(8)
     prompts = prompts_of([2, 4, 7, 10])
