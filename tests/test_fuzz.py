@@ -78,6 +78,25 @@ def test_name_dataset_any_tsv(rows, ending, junk):
         assert x.shape == y.shape == (63,)
 
 
+LETTERS = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@FAST
+@given(rows=st.lists(st.tuples(st.text(alphabet=LETTERS + "?", max_size=40), st.text(alphabet=LETTERS, max_size=15))
+                     .map(lambda qa: ("W" + qa[0], "P" + qa[1])), min_size=1, max_size=6),
+       ending=endings, final=st.booleans())
+def test_name_dataset_reads_every_well_formed_tsv(rows, ending, final):
+    """The test above mostly meets bad input; here every file is well formed and must read back:
+    one example a line, x the pair as ``question⁇answer⁇`` and y learning the answer only."""
+    pre = CharCorruptionDataset("Where was born? " + LETTERS + "\t", 64)
+    ds = NameDataset(pre, ending.join(f"{q}\t{a}" for q, a in rows) + (ending if final else ""), source="t.tsv")
+    assert len(ds) == len(rows)
+    for i, (q, a) in enumerate(rows):
+        x, y = ds[i]
+        assert pre.vocab.decode(x).rstrip(PAD_CHAR) == f"{q}{MASK_CHAR}{a}{MASK_CHAR}"
+        assert pre.vocab.decode(y).strip(PAD_CHAR) == f"{MASK_CHAR}{a}{MASK_CHAR}"  # PAD over the question
+
+
 def test_pickle_that_would_run_code_is_refused(tmp_path):
     class Evil:
         def __reduce__(self):
