@@ -93,6 +93,17 @@ def test_ask_sample_and_ranking(tiny_files, tmp_path, capsys, monkeypatch):
     assert main(["sample", str(params), "--prompt", "Ada", "--steps", "5", "--temperature", "0.8",
                  "--top_k", "3", "--seed", "1"]) == 0
     assert capsys.readouterr().out == first  # seeded
+    sampled = []
+    for seed in ("1", "2"):  # and the seed is used: hot sampling over 20 steps differs between two seeds
+        assert main(["sample", str(params), "--prompt", "Ada", "--steps", "20", "--temperature", "2",
+                     "--seed", seed]) == 0
+        sampled.append(capsys.readouterr().out)
+    assert sampled[0] != sampled[1]
+    assert main(["sample", str(params), "--prompt", "Ada", "--steps", "5"]) == 0
+    greedy = capsys.readouterr().out
+    assert main(["sample", str(params), "--prompt", "Ada", "--steps", "5", "--temperature", "0.8", "--top_k", "1",
+                 "--seed", "3"]) == 0
+    assert capsys.readouterr().out == greedy  # top 1 of any temperature is the greedy choice
 
 
 def test_analyze_cli_writes_outputs(tiny_files, tmp_path, capsys):

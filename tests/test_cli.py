@@ -203,14 +203,47 @@ def test_wrong_checkpoint_is_refused(tiny_files, capsys, tmp_path):
                           "--outputs_path", tmp_path / "o"], capsys)[::2], "corrupted")
 
 
+def test_more_bad_inputs_get_one_clear_line(tiny_files, capsys, tmp_path):
+    """The error paths a user meets first: a checkpoint that is not there, a question file that
+    mixes labelled and unlabelled lines, a question too long to leave room for an answer, a row
+    name reproduce does not know, a --tb_dir that is a file, and a reference .params file asked
+    about without the corpus that gives its vocabulary."""
+    f = tiny_files
+    out = tmp_path / "p.safetensors"
+    ev = ["evaluate", "vanilla", f["corpus"], *TINY, "--outputs_path", tmp_path / "o"]
+    _one_clear_line(*run([*ev, "--reading_params_path", tmp_path / "nope.safetensors", "--eval_corpus_path",
+                          f["dev"]], capsys)[::2], "nope.safetensors", "no such checkpoint")
+    assert run(["pretrain", "vanilla", f["corpus"], *TINY, "--max_epochs", "1", "--writing_params_path", out],
+               capsys)[0] == 0
+    mixed = tmp_path / "mixed.tsv"
+    mixed.write_text("Where was Bo Carr born?\nWhere was Ada Brook born?\tParis\n", encoding="utf-8")
+    _one_clear_line(*run([*ev, "--reading_params_path", out, "--eval_corpus_path", mixed], capsys)[::2],
+                    "mixed.tsv:2:", "the first line has none")
+    long = tmp_path / "long.tsv"
+    long.write_text("Where was " + "Ada Brook " * 12 + "born?\tParis\n", encoding="utf-8")
+    _one_clear_line(*run([*ev, "--reading_params_path", out, "--eval_corpus_path", long], capsys)[::2],
+                    "long.tsv:1:", "no room for an answer")
+    _one_clear_line(*run(["reproduce", "--data-dir", _data_dir(f), "--out", tmp_path / "r", "--rows", "nope"],
+                         capsys)[::2], "no row named nope")
+    (tmp_path / "tbfile").write_text("", encoding="utf-8")
+    _one_clear_line(*run(["pretrain", "vanilla", f["corpus"], "--n_layer", "1", "--n_head", "1", "--n_embd", "8",
+                          "--quiet", "--max_epochs", "1", "--tb_dir", tmp_path / "tbfile",
+                          "--writing_params_path", out], capsys)[::2], "cannot write TensorBoard logs")
+    if not (DATA / "wiki.txt").exists():
+        return
+    params = DATA.parent / "conformance" / "vanilla_ref.params"
+    _one_clear_line(*run(["ask", params, "Where was Ada Brook born?"], capsys)[::2], "carries no vocabulary")
+
+
 def test_missing_required_flag(tiny_files, capsys):
     _one_clear_line(*run(["pretrain", "vanilla", tiny_files["corpus"], *TINY], capsys)[::2],
                     "--writing_params_path")
 
 
 def test_parser_has_every_command():
+    from factgpt.cli import COMMANDS
     choices = build_parser()._subparsers._group_actions[0].choices
-    assert {"pretrain", "finetune", "evaluate", "london", "data"} <= set(choices)
+    assert set(choices) == set(COMMANDS) and {"pretrain", "finetune", "evaluate", "london", "data"} <= set(choices)
 
 
 def test_demo_tiny_writes_the_table_and_report(tmp_path, capsys):

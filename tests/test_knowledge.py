@@ -191,6 +191,39 @@ def test_pretrain_command_mixes_the_pairs_in_once(tiny_files, tmp_path, monkeypa
     assert progress["tokens"] == 2 * (n_docs + 5) * 128  # what the two epochs showed
 
 
+def test_probe_every_n_epochs_and_after_the_last_kept_across_a_resume(tiny_files, tmp_path, capsys, monkeypatch):
+    """--probe_every 2 over 3 epochs probes after epochs 2 and 3 (the last, whatever N); a run
+    resumed from epoch 2's resume point keeps the probe it made before and ends with the same ones."""
+    from factgpt.checkpoint import resume_path_for
+
+    from conftest import crash_training_after_step
+    common = ["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--batch_size", "3", "--max_epochs", "3",
+              "--probe_every", "2", "--finetune_corpus_path", str(tiny_files["train"]), "--checkpoint_every", "1"]
+    full = tmp_path / "full.safetensors"
+    assert main([*common, "--writing_params_path", str(full)]) == 0
+    probes = load_checkpoint(full).progress["probes"]
+    assert [p["epoch"] for p in probes] == [2, 3]
+    part = tmp_path / "part.safetensors"
+    steps_per_epoch = -(-len(tiny_corpus().split("\n")) // 3)
+    crash_training_after_step(monkeypatch, 2 * steps_per_epoch + 1)  # inside epoch 3, after epoch 2's probe
+    assert main([*common, "--writing_params_path", str(part)]) == 130
+    monkeypatch.undo()
+    assert resume_path_for(part).exists()
+    assert main([*common, "--resume", "--writing_params_path", str(part)]) == 0
+    again = load_checkpoint(part).progress["probes"]
+    assert [(p["epoch"], p["step"], p["known"]) for p in again] == [(p["epoch"], p["step"], p["known"]) for p in probes]
+
+
+def test_save_every_writes_the_checkpoint_as_it_goes(tiny_files, tmp_path, capsys, monkeypatch):
+    from conftest import crash_training_after_step
+    out = tmp_path / "s.safetensors"
+    steps_per_epoch = -(-len(tiny_corpus().split("\n")) // 3)
+    crash_training_after_step(monkeypatch, 2 * steps_per_epoch + 1)  # inside epoch 3
+    assert main(["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--batch_size", "3", "--max_epochs", "4",
+                 "--save_every", "1", "--writing_params_path", str(out)]) == 130
+    assert load_checkpoint(out).progress["epochs"] == 2  # the last whole epoch's model, loadable
+
+
 @pytest.mark.parametrize("corruption, problem", [
     (Corruption(max_truncation=113), "max_truncation 113 is outside 1-112"),
     (Corruption(min_truncation=64, max_truncation=32), "min_truncation 64 is outside 1-32"),
