@@ -75,3 +75,22 @@ def crash_training_after_step(monkeypatch: pytest.MonkeyPatch, step: int) -> Non
         self.add_callback("on_step_end", crash)
 
     monkeypatch.setattr(train_mod.Trainer, "__init__", init)
+
+
+def run(argv, capsys) -> tuple[int, str, str]:
+    """`factgpt ARGV` in this process: (exit code, stdout, stderr)."""
+    from factgpt.cli import main
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_clear_line(code: int, err: str, *needles: str) -> None:
+    """The project's rule for bad input: exit 1 and one line on stderr, `factgpt: error: ...`,
+    naming what is wrong (each needle), and no traceback."""
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("factgpt: error: ") and "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], lines[0]

@@ -6,7 +6,7 @@ from factgpt.analysis import analyze, answer_probability, rank_answers, trigrams
 from factgpt.cli import main
 from factgpt.data import Question
 
-from conftest import TINY
+from conftest import TINY, one_clear_line, run
 
 CORPUS = "\n".join([
     "Ann Lee. Ann Lee was born in Paris and worked in Rome.",
@@ -124,7 +124,5 @@ def test_analyze_cli_writes_outputs(tiny_files, tmp_path, capsys):
                  "--pretrain_corpus", str(f["corpus"])]) == 1
     assert "1 predictions for 2 questions" in capsys.readouterr().err
     preds.write_text("Paris\nZürich\n", encoding="utf-8")  # a character the model's vocabulary lacks
-    assert main(["analyze", "--predictions", str(preds), "--eval_corpus_path", str(f["dev"]),
-                 "--pretrain_corpus", str(f["corpus"]), "--params", str(params)]) == 1
-    err = capsys.readouterr().err.strip()
-    assert "p.txt:2:" in err and len(err.splitlines()) == 1, err
+    one_clear_line(*run(["analyze", "--predictions", preds, "--eval_corpus_path", f["dev"],
+                         "--pretrain_corpus", f["corpus"], "--params", params], capsys)[::2], "p.txt:2:")

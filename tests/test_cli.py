@@ -11,7 +11,7 @@ from factgpt.checkpoint import load_checkpoint
 from factgpt.cli import build_parser, main
 from factgpt.config import PERCEIVER_M
 
-from conftest import DATA, TINY, need
+from conftest import DATA, TINY, need, one_clear_line, run
 
 STUDY_FLAGS = ["--reading_params_path", "--writing_params_path", "--finetune_corpus_path",
                "--eval_corpus_path", "--outputs_path", "--pretrain_lr", "--finetune_lr",
@@ -63,12 +63,6 @@ def test_london_baseline_on_dev(capsys):
     assert capsys.readouterr().out.strip() == "Correct: 25.0 out of 500.0: 5.0%"
 
 
-def run(argv, capsys):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.mark.parametrize("variant", ["vanilla", "perceiver"])
 def test_pretrain_finetune_evaluate_end_to_end(tiny_files, variant, capsys, tmp_path):
     f = tiny_files
@@ -100,9 +94,9 @@ def test_pretrain_finetune_evaluate_end_to_end(tiny_files, variant, capsys, tmp_
     fin.unlink()
     finetune = ["finetune", *common, "--reading_params_path", pre, "--writing_params_path", fin,
                 "--finetune_corpus_path", f["train"], "--max_epochs", "1"]
-    _one_clear_line(*run([*finetune, "--finetune_frozen", "mpl"], capsys)[::2], "matches no parameter")
+    one_clear_line(*run([*finetune, "--finetune_frozen", "mpl"], capsys)[::2], "matches no parameter")
     scratch = [a for a in finetune if a not in ("--reading_params_path", pre)]
-    _one_clear_line(*run([*scratch, "--finetune_frozen", "mlp"], capsys)[::2], "needs --reading_params_path")
+    one_clear_line(*run([*scratch, "--finetune_frozen", "mlp"], capsys)[::2], "needs --reading_params_path")
     assert not fin.exists()
     code, out, err = run([*finetune, "--finetune_frozen", "mlp|emb"], capsys)
     assert code == 0 and load_checkpoint(fin).progress["frozen"] == "mlp|emb", err
@@ -133,46 +127,37 @@ def test_tensorboard_scalars_written(tiny_files, capsys, tmp_path):
     assert len(events.Scalars("train/loss")) == len(events.Scalars("train/lr")) == steps  # one a step
 
 
-def _one_clear_line(code, err, *needles):
-    assert code == 1
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("factgpt: error: ") and "Traceback" not in err
-    for n in needles:
-        assert n in lines[0], lines[0]
-
-
-def test_bad_inputs_get_one_clear_line(tiny_files, capsys, tmp_path):
+def test_bad_inputs_getone_clear_line(tiny_files, capsys, tmp_path):
     f = tiny_files
     out = tmp_path / "x.safetensors"
     fin = ["finetune", "vanilla", f["corpus"], *TINY, "--writing_params_path", out, "--max_epochs", "1"]
 
     bad = tmp_path / "bad.tsv"
     bad.write_text("Where was Ada Brook born?\tParis\nWhere was Bo Carr born? Lima\n", encoding="utf-8")
-    _one_clear_line(*run([*fin, "--finetune_corpus_path", bad], capsys)[::2], "bad.tsv:2:", "no tab")
+    one_clear_line(*run([*fin, "--finetune_corpus_path", bad], capsys)[::2], "bad.tsv:2:", "no tab")
 
     bad.write_text("Where was Ada Brook born?\tParis\nWhere was Zoë born?\tLima\n", encoding="utf-8")
-    _one_clear_line(*run([*fin, "--finetune_corpus_path", bad], capsys)[::2], "bad.tsv:2:", "'Z'")
+    one_clear_line(*run([*fin, "--finetune_corpus_path", bad], capsys)[::2], "bad.tsv:2:", "'Z'")
 
     bad.write_text("Where was Ada Brook born?\tParis\n\tLima\n", encoding="utf-8")
-    _one_clear_line(*run([*fin, "--finetune_corpus_path", bad], capsys)[::2], "bad.tsv:2:", "empty question")
+    one_clear_line(*run([*fin, "--finetune_corpus_path", bad], capsys)[::2], "bad.tsv:2:", "empty question")
 
     bad.write_bytes(b"Where was Ada Brook born?\tParis\n\xc3\x28\n")
-    _one_clear_line(*run([*fin, "--finetune_corpus_path", bad], capsys)[::2], "bad.tsv:2:", "UTF-8")
+    one_clear_line(*run([*fin, "--finetune_corpus_path", bad], capsys)[::2], "bad.tsv:2:", "UTF-8")
 
     bad.write_text("Where was " + "Ada Brook " * 13 + "born?\tParis\n", encoding="utf-8")
-    _one_clear_line(*run([*fin, "--finetune_corpus_path", bad], capsys)[::2], "bad.tsv:1:", "block size")
+    one_clear_line(*run([*fin, "--finetune_corpus_path", bad], capsys)[::2], "bad.tsv:1:", "block size")
 
-    _one_clear_line(*run([*fin, "--finetune_corpus_path", tmp_path / "nope.tsv"], capsys)[::2],
+    one_clear_line(*run([*fin, "--finetune_corpus_path", tmp_path / "nope.tsv"], capsys)[::2],
                     "nope.tsv", "no such file")
 
     for device in ("gpu", "cuda:x"):  # torch.device would raise its own traceback at the first tensor
-        _one_clear_line(*run([*fin, "--finetune_corpus_path", f["train"], "--device", device], capsys)[::2],
+        one_clear_line(*run([*fin, "--finetune_corpus_path", f["train"], "--device", device], capsys)[::2],
                         f"--device {device}", "cpu, cuda or cuda:N")
 
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n", encoding="utf-8")
-    _one_clear_line(*run(["pretrain", "vanilla", empty, *TINY, "--writing_params_path", out], capsys)[::2],
+    one_clear_line(*run(["pretrain", "vanilla", empty, *TINY, "--writing_params_path", out], capsys)[::2],
                     "empty.txt", "empty")
     assert not out.exists()  # nothing half-written
 
@@ -184,26 +169,26 @@ def test_wrong_checkpoint_is_refused(tiny_files, capsys, tmp_path):
                         "--max_epochs", "1", "--writing_params_path", pre], capsys)
     assert code == 0, err
     ev = ["--reading_params_path", pre, "--eval_corpus_path", f["dev"], "--outputs_path", tmp_path / "o"]
-    _one_clear_line(*run(["evaluate", "vanilla", f["corpus"], *TINY, *ev], capsys)[::2], "perceiver checkpoint")
-    _one_clear_line(*run(["evaluate", "perceiver", f["corpus"], *TINY, "--bottleneck_dim", "16", *ev],
+    one_clear_line(*run(["evaluate", "vanilla", f["corpus"], *TINY, *ev], capsys)[::2], "perceiver checkpoint")
+    one_clear_line(*run(["evaluate", "perceiver", f["corpus"], *TINY, "--bottleneck_dim", "16", *ev],
                          capsys)[::2], "bottleneck_dim 8")
     # a shape flag given must match the checkpoint (it used to be ignored); left out, it is the checkpoint's
-    _one_clear_line(*run(["evaluate", "perceiver", f["corpus"], *TINY, "--n_layer", "3", *ev], capsys)[::2],
+    one_clear_line(*run(["evaluate", "perceiver", f["corpus"], *TINY, "--n_layer", "3", *ev], capsys)[::2],
                     "has n_layer 2, not 3")
     code, _, err = run(["evaluate", "perceiver", f["corpus"], "--no_tensorboard", "--quiet", *ev], capsys)
     assert code == 0, err
     other = tmp_path / "other.txt"
     other.write_text(f["corpus"].read_text(encoding="utf-8") + "Q~\n", encoding="utf-8")
-    _one_clear_line(*run(["evaluate", "perceiver", other, *TINY, "--bottleneck_dim", "8", *ev], capsys)[::2],
+    one_clear_line(*run(["evaluate", "perceiver", other, *TINY, "--bottleneck_dim", "8", *ev], capsys)[::2],
                     "vocabulary")
     junk = tmp_path / "junk.params"
     junk.write_bytes(pre.read_bytes()[:100])
-    _one_clear_line(*run(["evaluate", "perceiver", f["corpus"], *TINY, "--bottleneck_dim", "8",
+    one_clear_line(*run(["evaluate", "perceiver", f["corpus"], *TINY, "--bottleneck_dim", "8",
                           "--reading_params_path", junk, "--eval_corpus_path", f["dev"],
                           "--outputs_path", tmp_path / "o"], capsys)[::2], "corrupted")
 
 
-def test_more_bad_inputs_get_one_clear_line(tiny_files, capsys, tmp_path):
+def test_more_bad_inputs_getone_clear_line(tiny_files, capsys, tmp_path):
     """The error paths a user meets first: a checkpoint that is not there, a question file that
     mixes labelled and unlabelled lines, a question too long to leave room for an answer, a row
     name reproduce does not know, a --tb_dir that is a file, and a reference .params file asked
@@ -211,32 +196,32 @@ def test_more_bad_inputs_get_one_clear_line(tiny_files, capsys, tmp_path):
     f = tiny_files
     out = tmp_path / "p.safetensors"
     ev = ["evaluate", "vanilla", f["corpus"], *TINY, "--outputs_path", tmp_path / "o"]
-    _one_clear_line(*run([*ev, "--reading_params_path", tmp_path / "nope.safetensors", "--eval_corpus_path",
+    one_clear_line(*run([*ev, "--reading_params_path", tmp_path / "nope.safetensors", "--eval_corpus_path",
                           f["dev"]], capsys)[::2], "nope.safetensors", "no such checkpoint")
     assert run(["pretrain", "vanilla", f["corpus"], *TINY, "--max_epochs", "1", "--writing_params_path", out],
                capsys)[0] == 0
     mixed = tmp_path / "mixed.tsv"
     mixed.write_text("Where was Bo Carr born?\nWhere was Ada Brook born?\tParis\n", encoding="utf-8")
-    _one_clear_line(*run([*ev, "--reading_params_path", out, "--eval_corpus_path", mixed], capsys)[::2],
+    one_clear_line(*run([*ev, "--reading_params_path", out, "--eval_corpus_path", mixed], capsys)[::2],
                     "mixed.tsv:2:", "the first line has none")
     long = tmp_path / "long.tsv"
     long.write_text("Where was " + "Ada Brook " * 12 + "born?\tParis\n", encoding="utf-8")
-    _one_clear_line(*run([*ev, "--reading_params_path", out, "--eval_corpus_path", long], capsys)[::2],
+    one_clear_line(*run([*ev, "--reading_params_path", out, "--eval_corpus_path", long], capsys)[::2],
                     "long.tsv:1:", "no room for an answer")
-    _one_clear_line(*run(["reproduce", "--data-dir", _data_dir(f), "--out", tmp_path / "r", "--rows", "nope"],
+    one_clear_line(*run(["reproduce", "--data-dir", _data_dir(f), "--out", tmp_path / "r", "--rows", "nope"],
                          capsys)[::2], "no row named nope")
     (tmp_path / "tbfile").write_text("", encoding="utf-8")
-    _one_clear_line(*run(["pretrain", "vanilla", f["corpus"], "--n_layer", "1", "--n_head", "1", "--n_embd", "8",
+    one_clear_line(*run(["pretrain", "vanilla", f["corpus"], "--n_layer", "1", "--n_head", "1", "--n_embd", "8",
                           "--quiet", "--max_epochs", "1", "--tb_dir", tmp_path / "tbfile",
                           "--writing_params_path", out], capsys)[::2], "cannot write TensorBoard logs")
     if not (DATA / "wiki.txt").exists():
         return
     params = DATA.parent / "conformance" / "vanilla_ref.params"
-    _one_clear_line(*run(["ask", params, "Where was Ada Brook born?"], capsys)[::2], "carries no vocabulary")
+    one_clear_line(*run(["ask", params, "Where was Ada Brook born?"], capsys)[::2], "carries no vocabulary")
 
 
 def test_missing_required_flag(tiny_files, capsys):
-    _one_clear_line(*run(["pretrain", "vanilla", tiny_files["corpus"], *TINY], capsys)[::2],
+    one_clear_line(*run(["pretrain", "vanilla", tiny_files["corpus"], *TINY], capsys)[::2],
                     "--writing_params_path")
 
 
@@ -300,30 +285,30 @@ def test_out_of_range_numbers_are_refused_by_the_parser(argv, says, capsys):
     assert e.value.code == 2 and says in err and "Traceback" not in err, err
 
 
-def test_a_folder_or_a_file_in_the_way_of_an_output_is_one_clear_line(tiny_files, capsys, tmp_path):
+def test_a_folder_or_a_file_in_the_way_of_an_output_isone_clear_line(tiny_files, capsys, tmp_path):
     f = tiny_files
     # a folder given as the checkpoint to write: refused before training, not when saving at the end
-    _one_clear_line(*run(["pretrain", "vanilla", f["corpus"], *TINY, "--writing_params_path", tmp_path],
+    one_clear_line(*run(["pretrain", "vanilla", f["corpus"], *TINY, "--writing_params_path", tmp_path],
                          capsys)[::2], "is a folder")
     blocker = tmp_path / "report.md"
     blocker.write_text("x", encoding="utf-8")
-    _one_clear_line(*run(["attention-lab", "--out", blocker], capsys)[::2], "a file is in the way")
-    _one_clear_line(*run(["reproduce", "--data-dir", _data_dir(f), "--out", blocker, "--budget", "smoke"],
+    one_clear_line(*run(["attention-lab", "--out", blocker], capsys)[::2], "a file is in the way")
+    one_clear_line(*run(["reproduce", "--data-dir", _data_dir(f), "--out", blocker, "--budget", "smoke"],
                          capsys)[::2], "a file is in the way")
     assert blocker.read_text(encoding="utf-8") == "x"
 
 
 def test_late_dropout_that_never_starts_is_refused(tiny_files, capsys, tmp_path):
-    _one_clear_line(*run(["pretrain", "vanilla", tiny_files["corpus"], *TINY, "--writing_params_path",
+    one_clear_line(*run(["pretrain", "vanilla", tiny_files["corpus"], *TINY, "--writing_params_path",
                           tmp_path / "p", "--max_epochs", "3", "--dropout_start_epoch", "3"], capsys)[::2],
                     "leaves none of the 3 epochs with dropout")
 
 
 def test_pretrain_refuses_a_pairs_file_it_would_not_read(tiny_files, capsys, tmp_path):
-    _one_clear_line(*run(["pretrain", "vanilla", tiny_files["corpus"], *TINY, "--writing_params_path",
+    one_clear_line(*run(["pretrain", "vanilla", tiny_files["corpus"], *TINY, "--writing_params_path",
                           tmp_path / "p", "--finetune_corpus_path", tiny_files["train"]], capsys)[::2],
                     "only with --mix_pairs or --probe_every")
-    _one_clear_line(*run(["pretrain", "vanilla", tiny_files["corpus"], *TINY, "--writing_params_path",
+    one_clear_line(*run(["pretrain", "vanilla", tiny_files["corpus"], *TINY, "--writing_params_path",
                           tmp_path / "p", "--engine", "reference", "--group_tokens", "512"], capsys)[::2],
                     "has no use for them")
     assert not (tmp_path / "p").exists()
@@ -331,7 +316,7 @@ def test_pretrain_refuses_a_pairs_file_it_would_not_read(tiny_files, capsys, tmp
 
 def test_training_refuses_the_evaluation_flags(tiny_files, capsys, tmp_path):
     # finetune writes no predictions: --outputs_path was once accepted and silently ignored
-    _one_clear_line(*run(["finetune", "vanilla", tiny_files["corpus"], *TINY, "--writing_params_path",
+    one_clear_line(*run(["finetune", "vanilla", tiny_files["corpus"], *TINY, "--writing_params_path",
                           tmp_path / "f", "--finetune_corpus_path", tiny_files["train"], "--outputs_path",
                           tmp_path / "p"], capsys)[::2], "has no use for --outputs_path")
 
@@ -346,15 +331,15 @@ def _data_dir(f):
 
 
 def test_reproduce_refuses_a_row_named_twice(tiny_files, capsys, tmp_path):
-    _one_clear_line(*run(["reproduce", "--data-dir", _data_dir(tiny_files), "--out", tmp_path / "r", "--rows",
+    one_clear_line(*run(["reproduce", "--data-dir", _data_dir(tiny_files), "--out", tmp_path / "r", "--rows",
                           "baseline", "baseline"], capsys)[::2], "baseline more than once")
     assert not (tmp_path / "r").exists()
 
 
-def test_probe_on_a_one_line_pairs_file_is_one_clear_line(tiny_files, capsys, tmp_path):
+def test_probe_on_a_one_line_pairs_file_isone_clear_line(tiny_files, capsys, tmp_path):
     one = tmp_path / "one.tsv"
     one.write_text(tiny_files["train"].read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
-    _one_clear_line(*run(["pretrain", "vanilla", tiny_files["corpus"], *TINY, "--writing_params_path",
+    one_clear_line(*run(["pretrain", "vanilla", tiny_files["corpus"], *TINY, "--writing_params_path",
                           tmp_path / "p", "--probe_every", "1", "--finetune_corpus_path", one], capsys)[::2],
                     "one.tsv", "at least two")
 
@@ -364,8 +349,8 @@ def test_sample_refuses_an_empty_prompt_and_a_top_k_past_the_vocabulary(tiny_fil
     code, _, err = run(["pretrain", "vanilla", tiny_files["corpus"], *TINY, "--max_epochs", "1",
                         "--writing_params_path", pre], capsys)
     assert code == 0, err
-    _one_clear_line(*run(["sample", pre, "--prompt", ""], capsys)[::2], "--prompt is empty")
-    _one_clear_line(*run(["sample", pre, "--prompt", "a", "--top_k", "100000"], capsys)[::2], "vocabulary")
+    one_clear_line(*run(["sample", pre, "--prompt", ""], capsys)[::2], "--prompt is empty")
+    one_clear_line(*run(["sample", pre, "--prompt", "a", "--top_k", "100000"], capsys)[::2], "vocabulary")
 
 
 @need(DATA / "wiki.txt")
@@ -388,7 +373,7 @@ def test_reproduce_smoke_on_real_data_writes_every_file(tmp_path, capsys):
 
 
 def test_reproduce_without_data_says_how_to_get_it(tmp_path, capsys):
-    _one_clear_line(*run(["reproduce", "--data-dir", tmp_path, "--out", tmp_path / "o"], capsys)[::2],
+    one_clear_line(*run(["reproduce", "--data-dir", tmp_path, "--out", tmp_path / "o"], capsys)[::2],
                     "wiki.txt is missing", "factgpt data download")
 
 
@@ -420,5 +405,5 @@ def test_a_flag_the_command_would_ignore_is_refused(command, flag, tiny_files, c
         argv += ["--eval_corpus_path", tiny_files["dev"], "--outputs_path", tmp_path / "y"]
     else:
         argv += ["--writing_params_path", tmp_path / "y", "--finetune_corpus_path", tiny_files["train"]]
-    _one_clear_line(*run(argv, capsys)[::2], f"has no use for {flag[0]}")
+    one_clear_line(*run(argv, capsys)[::2], f"has no use for {flag[0]}")
     assert not (tmp_path / "y").exists()

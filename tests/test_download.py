@@ -11,6 +11,8 @@ import pytest
 from factgpt import download as dl
 from factgpt.cli import main
 
+from conftest import one_clear_line, run
+
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:  # keep stderr for factgpt's own message
@@ -54,10 +56,8 @@ def test_corrupted_file_is_refused_and_nothing_left(fake_files, tmp_path, capsys
     root, url, _ = fake_files
     (root / "birth_dev.tsv").write_bytes(b"tampered\n")
     dest = tmp_path / "data"
-    assert main(["data", "download", "--dest", str(dest), "--base-url", url]) == 1
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("factgpt: error: ") and "birth_dev.tsv" in err and "SHA-256 mismatch" in err
-    assert len(err.splitlines()) == 1
+    one_clear_line(*run(["data", "download", "--dest", dest, "--base-url", url], capsys)[::2],
+                   "birth_dev.tsv", "SHA-256 mismatch")
     assert not (dest / "birth_dev.tsv").exists()
     assert not [p for p in dest.iterdir() if p.name.startswith(".")]  # no temporary left
 
@@ -77,7 +77,5 @@ def test_published_sums_match_the_shared_data():
 
 
 def test_a_base_url_without_a_scheme_is_one_clear_line(tmp_path, capsys):
-    assert main(["data", "download", "--dest", str(tmp_path / "d"), "--base-url", "mirror/a5"]) == 1
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("factgpt: error: ") and "mirror/a5" in err and "no scheme" in err
-    assert len(err.splitlines()) == 1
+    one_clear_line(*run(["data", "download", "--dest", tmp_path / "d", "--base-url", "mirror/a5"], capsys)[::2],
+                   "mirror/a5", "no scheme")

@@ -13,7 +13,7 @@ import pytest
 from factgpt.checkpoint import load_checkpoint, resume_path_for
 from factgpt.cli import main
 
-from conftest import TINY, crash_training_after_step, same_tensors
+from conftest import TINY, crash_training_after_step, one_clear_line, run, same_tensors
 
 TRAIN = ["--max_epochs", "6", "--batch_size", "2"]
 
@@ -133,9 +133,8 @@ def test_disk_full_keeps_the_previous_checkpoint(tiny_files, tmp_path, capsys, m
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(atomic.os, "fsync", full)  # the write of the new checkpoint fails
-    assert main([*args[:-4], "--max_epochs", "2", "--writing_params_path", str(out)]) == 1
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("factgpt: error: ") and "No space left on device" in err and len(err.splitlines()) == 1
+    one_clear_line(*run([*args[:-4], "--max_epochs", "2", "--writing_params_path", out], capsys)[::2],
+                   "No space left on device")
     assert out.read_bytes() == before  # the previous checkpoint is intact
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
 
