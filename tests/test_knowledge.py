@@ -87,8 +87,9 @@ def test_qa_probe_counts_correct_answers():
     Trainer(model, names, tc, progress=False).train()
     assert model.training and run_qa_probe(model, corpus.vocab, questions) == 1.0
     assert model.training  # the probe leaves the mode as it found it (decoding sets eval)
+    assert run_qa_probe(model, corpus.vocab, []) == 0.0
     model.eval()
-    assert run_qa_probe(model, corpus.vocab, []) == 0.0 and not model.training
+    assert run_qa_probe(model, corpus.vocab, questions) == 1.0 and not model.training
 
 
 def test_heldout_split_is_the_last_lines():

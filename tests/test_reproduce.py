@@ -213,6 +213,19 @@ def test_a_stage_trained_anew_is_evaluated_anew(tiny_files, tmp_path):
     assert row.total == first.records["vanilla_pretrain_seed0.evaluate"]["total"] and row.correct >= 0
 
 
+def test_a_rerun_keeps_the_baseline_record_it_finds(tiny_files, tmp_path):
+    """Regenerating a report must not restamp the baseline with today's commit and machine."""
+    files = Files(tiny_files["corpus"], tiny_files["train"], tiny_files["dev"])
+    first = TableRun(files, RECIPE, tmp_path / "r", progress=False)
+    first.run(rows=("baseline",))
+    assert first.records["baseline"]["answer"] == "Paris"
+    first.records["baseline"]["commit"] = "as run"
+    (tmp_path / "r" / "stages.json").write_text(__import__("json").dumps(first.records), encoding="utf-8")
+    again = TableRun(files, RECIPE, tmp_path / "r", progress=False)
+    (row,) = again.run(rows=("baseline",))
+    assert again.records["baseline"]["commit"] == "as run" and row.total == 2
+
+
 def test_reproduce_probe_flag_sets_the_budgets_probe_only():
     from dataclasses import replace
 

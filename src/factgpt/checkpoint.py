@@ -120,7 +120,8 @@ def load_checkpoint(path: str | Path, *, n_head: int = 8) -> Checkpoint:
         if len(ckpt.vocab) != config.vocab_size or not isinstance(ckpt.progress, dict):
             raise ValueError(f"a vocabulary of {len(ckpt.vocab)} characters for vocab_size {config.vocab_size}")
     except (KeyError, TypeError, ValueError, AttributeError, FactgptError) as e:
-        raise FactgptError(f"the checkpoint's header is malformed ({type(e).__name__}: {e})", path=path) from None
+        raise FactgptError(f"the checkpoint's header is malformed ({type(e).__name__}: {e})", path=path,
+                           hint="it was edited or written by another program: use it as factgpt wrote it") from None
     _check_tensors(ckpt, path)
     return ckpt
 

@@ -279,7 +279,8 @@ class NameDataset(Dataset):
                 raise FactgptError("empty line", path=source, line=i, hint="remove it")
             inp, oup = split_pair(ln, source, i)
             if not inp or not oup:  # an empty question would also make y one id longer than x
-                raise FactgptError("empty question or answer", path=source, line=i)
+                raise FactgptError("empty question or answer", path=source, line=i,
+                                   hint="expected `question<TAB>answer`, both given")
             s = inp + MASK_CHAR + oup + MASK_CHAR
             if len(s) > self.block_size:
                 raise FactgptError(f"question and answer take {len(s)} characters with the two "

@@ -362,8 +362,9 @@ class TableRun:
         guess = most_frequent_answer(read_questions(self.files.train, require_answers=True))
         preds = [guess] * len(self.questions)
         s = score(self.questions, preds)
-        self._record("baseline", command=f"most frequent training answer: {guess!r}", seconds=0.0,
-                     answer=guess)
+        if self.records.get("baseline", {}).get("answer") != guess:  # a record of the same guess is kept as run
+            self._record("baseline", command=f"most frequent training answer: {guess!r}", seconds=0.0,
+                         answer=guess)
         return RowResult("baseline", 0, s.correct, s.total, 0.0, self._spread(preds))
 
     def _spread(self, predictions: list[str]) -> Spread:

@@ -197,9 +197,11 @@ def run_training(model: GPT, dataset: TrainingData, tconf: TrainConfig, corpus: 
                                hint="use the same flags as the interrupted run, or delete it")
         try:  # written by us, so a failure here means the file was edited or damaged
             trainer.restore(tensors, meta)
+        except torch.cuda.OutOfMemoryError:  # the device's trouble, not the file's: keep the resume point
+            raise
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise FactgptError(f"the resume point is malformed ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
-                               path=resume_file, hint="delete it to start over") from None
+                               path=resume_file, hint="if it was edited or damaged, delete it to start over") from None
         resumed_from = trainer.state.step
     st = trainer.train()
     seconds = time.perf_counter() - t0
