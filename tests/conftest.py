@@ -94,3 +94,12 @@ def one_clear_line(code: int, err: str, *needles: str) -> None:
     assert lines[0].startswith("factgpt: error: ") and "Traceback" not in err
     for n in needles:
         assert n in lines[0], lines[0]
+
+
+def killed_after(step: int, argv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`factgpt ARGV` stopped at the end of `step` as a killed run would stop (its resume point of
+    that step written, exit 130); training runs normally again afterwards."""
+    from factgpt.cli import main
+    crash_training_after_step(monkeypatch, step)
+    assert main([str(a) for a in argv]) == 130
+    monkeypatch.undo()

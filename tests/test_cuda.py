@@ -18,7 +18,7 @@ from factgpt.evaluate import predict, score
 from factgpt.model import GPT
 from factgpt.train import Trainer, resolve_precision
 
-from conftest import CONFORMANCE, DATA, LONG, TINY, crash_training_after_step, need, tiny_corpus, tiny_tsv
+from conftest import CONFORMANCE, DATA, LONG, TINY, killed_after, need, tiny_corpus, tiny_tsv
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 CUDA = torch.device("cuda")
@@ -124,9 +124,7 @@ def test_resume_on_cuda_continues_the_run(tiny_files, tmp_path, capsys, monkeypa
     full = tmp_path / "full.safetensors"
     assert main([*common, "--writing_params_path", str(full)]) == 0
     part = tmp_path / "part.safetensors"
-    crash_training_after_step(monkeypatch, 9)
-    assert main([*common, "--checkpoint_every", "3", "--writing_params_path", str(part)]) == 130
-    monkeypatch.undo()
+    killed_after(9, [*common, "--checkpoint_every", "3", "--writing_params_path", part], monkeypatch)
     assert resume_path_for(part).exists()
     assert main([*common, "--checkpoint_every", "3", "--resume", "--writing_params_path", str(part)]) == 0
     assert "resumed at step 9" in capsys.readouterr().err

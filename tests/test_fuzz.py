@@ -189,15 +189,12 @@ def test_a_damaged_resume_point_is_one_clear_error(edit, tiny_files, tmp_path, c
     from safetensors.torch import save_file
 
     from factgpt.checkpoint import resume_path_for
-    from factgpt.cli import main
 
-    from conftest import TINY, crash_training_after_step, one_clear_line, run
+    from conftest import TINY, killed_after, one_clear_line, run
     out = tmp_path / "r.safetensors"
     argv = ["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--batch_size", "2", "--max_epochs", "2",
             "--checkpoint_every", "2", "--writing_params_path", str(out)]
-    crash_training_after_step(monkeypatch, 2)
-    assert main(argv) == 130
-    monkeypatch.undo()
+    killed_after(2, argv, monkeypatch)
     resume = resume_path_for(out)
     with safe_open(str(resume), "pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}

@@ -197,7 +197,7 @@ def test_probe_every_n_epochs_and_after_the_last_kept_across_a_resume(tiny_files
     resumed from epoch 2's resume point keeps the probe it made before and ends with the same ones."""
     from factgpt.checkpoint import resume_path_for
 
-    from conftest import crash_training_after_step
+    from conftest import killed_after
     common = ["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--batch_size", "3", "--max_epochs", "3",
               "--probe_every", "2", "--finetune_corpus_path", str(tiny_files["train"]), "--checkpoint_every", "1"]
     full = tmp_path / "full.safetensors"
@@ -206,9 +206,8 @@ def test_probe_every_n_epochs_and_after_the_last_kept_across_a_resume(tiny_files
     assert [p["epoch"] for p in probes] == [2, 3]
     part = tmp_path / "part.safetensors"
     steps_per_epoch = -(-len(tiny_corpus().split("\n")) // 3)
-    crash_training_after_step(monkeypatch, 2 * steps_per_epoch + 1)  # inside epoch 3, after epoch 2's probe
-    assert main([*common, "--writing_params_path", str(part)]) == 130
-    monkeypatch.undo()
+    # inside epoch 3, after epoch 2's probe
+    killed_after(2 * steps_per_epoch + 1, [*common, "--writing_params_path", part], monkeypatch)
     assert resume_path_for(part).exists()
     assert main([*common, "--resume", "--writing_params_path", str(part)]) == 0
     again = load_checkpoint(part).progress["probes"]
@@ -216,12 +215,12 @@ def test_probe_every_n_epochs_and_after_the_last_kept_across_a_resume(tiny_files
 
 
 def test_save_every_writes_the_checkpoint_as_it_goes(tiny_files, tmp_path, capsys, monkeypatch):
-    from conftest import crash_training_after_step
+    from conftest import killed_after
     out = tmp_path / "s.safetensors"
     steps_per_epoch = -(-len(tiny_corpus().split("\n")) // 3)
-    crash_training_after_step(monkeypatch, 2 * steps_per_epoch + 1)  # inside epoch 3
-    assert main(["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--batch_size", "3", "--max_epochs", "4",
-                 "--save_every", "1", "--writing_params_path", str(out)]) == 130
+    killed_after(2 * steps_per_epoch + 1, ["pretrain", "vanilla", tiny_files["corpus"], *TINY, "--batch_size", "3",
+                                           "--max_epochs", "4", "--save_every", "1", "--writing_params_path", out],
+                 monkeypatch)  # inside epoch 3
     assert load_checkpoint(out).progress["epochs"] == 2  # the last whole epoch's model, loadable
 
 

@@ -13,7 +13,7 @@ import pytest
 from factgpt.checkpoint import load_checkpoint, resume_path_for
 from factgpt.cli import main
 
-from conftest import TINY, crash_training_after_step, one_clear_line, run, same_tensors
+from conftest import TINY, killed_after, one_clear_line, run, same_tensors
 
 TRAIN = ["--max_epochs", "6", "--batch_size", "2"]
 
@@ -44,10 +44,8 @@ def test_resume_continues_exactly(tiny_files, tmp_path, capsys, monkeypatch, pat
     assert main([*common, "--max_epochs", "6", "--writing_params_path", str(full)]) == 0
     part = tmp_path / "part.safetensors"
     # run 6 epochs but "crash" after the resume point of step 9 or 10 (5 batches an epoch)
-    crash_training_after_step(monkeypatch, crash)
-    code = main([*common, "--max_epochs", "6", "--checkpoint_every", str(every), "--writing_params_path", str(part)])
-    assert code == 130
-    monkeypatch.undo()
+    killed_after(crash, [*common, "--max_epochs", "6", "--checkpoint_every", every, "--writing_params_path", part],
+                 monkeypatch)
     assert resume_path_for(part).exists() and not part.exists()
     assert main([*common, "--max_epochs", "6", "--checkpoint_every", str(every), "--resume",
                  "--writing_params_path", str(part)]) == 0
@@ -86,9 +84,7 @@ def test_resume_with_other_flags_is_refused(tiny_files, tmp_path, capsys, monkey
     out = tmp_path / "r.safetensors"
     common = ["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--batch_size", "2",
               "--writing_params_path", str(out), "--checkpoint_every", "2"]
-    crash_training_after_step(monkeypatch, 2)  # stop at the first resume point
-    main([*common, "--max_epochs", "3"])
-    monkeypatch.undo()
+    killed_after(2, [*common, "--max_epochs", "3"], monkeypatch)  # stop at the first resume point
     capsys.readouterr()
     assert resume_path_for(out).exists()
     assert main([*common, "--max_epochs", "4", "--resume"]) == 1
@@ -155,9 +151,7 @@ def test_frozen_finetuning_resumes_exactly_and_old_resume_points_still_load(tiny
               "--finetune_frozen", "mlp|emb"]
     full, part = tmp_path / "full.safetensors", tmp_path / "part.safetensors"
     assert main([*common, "--writing_params_path", str(full)]) == 0
-    crash_training_after_step(monkeypatch, 4)
-    assert main([*common, "--checkpoint_every", "2", "--writing_params_path", str(part)]) == 130
-    monkeypatch.undo()
+    killed_after(4, [*common, "--checkpoint_every", "2", "--writing_params_path", part], monkeypatch)
     assert main([*common, "--checkpoint_every", "2", "--resume", "--writing_params_path", str(part)]) == 0
     assert same_tensors(_params(full), _params(part))
     assert same_tensors({k: v for k, v in _params(pre).items() if "mlp" in k},
@@ -166,9 +160,7 @@ def test_frozen_finetuning_resumes_exactly_and_old_resume_points_still_load(tiny
     old = tmp_path / "old.safetensors"
     plain = ["pretrain", "vanilla", str(f["corpus"]), *TINY, "--batch_size", "2", "--max_epochs", "3",
              "--checkpoint_every", "2", "--writing_params_path", str(old)]
-    crash_training_after_step(monkeypatch, 2)
-    assert main(plain) == 130
-    monkeypatch.undo()
+    killed_after(2, plain, monkeypatch)
     tensors, meta = load_training_state(resume_path_for(old))
     del meta["config"]["frozen"]  # as written before the setting existed
     meta = {k: v for k, v in meta.items() if k not in ("format", "version")}  # save_training_state adds them
@@ -186,9 +178,7 @@ def test_late_dropout_resumes_exactly(tiny_files, tmp_path, capsys, monkeypatch)
     full = tmp_path / "full.safetensors"
     assert main([*common, "--writing_params_path", str(full)]) == 0
     part = tmp_path / "part.safetensors"
-    crash_training_after_step(monkeypatch, 6)  # inside epoch 2 of 4 (5 batches an epoch)
-    assert main([*common, "--checkpoint_every", "3", "--writing_params_path", str(part)]) == 130
-    monkeypatch.undo()
+    killed_after(6, [*common, "--checkpoint_every", "3", "--writing_params_path", part], monkeypatch)  # epoch 2 of 4
     assert main([*common, "--checkpoint_every", "3", "--resume", "--writing_params_path", str(part)]) == 0
     assert "resumed at step 6" in capsys.readouterr().err
     assert same_tensors(_params(full), _params(part))
