@@ -360,7 +360,7 @@ class _Runtime:
 
 
 def _runtime(args) -> _Runtime:
-    """Threads, device, the torchrun process group, the recipe and the model spec."""
+    """Device, the torchrun process group, the recipe and the model spec (main() set the threads)."""
 
     from factgpt.runtime import init_distributed, resolve_device
     from factgpt.stages import ModelSpec

@@ -274,14 +274,14 @@ class TableRun:
         self.records_path = self.out / "stages.json"
         self.records: dict = {}
         if self.records_path.exists():
+            fresh = "use another --out, or delete the file to run every stage again"
             try:
                 self.records = json.loads(self.records_path.read_text(encoding="utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise FactgptError(f"the stage records are not JSON ({e})", path=self.records_path,
-                                   hint="use another --out, or delete the file to run every stage again") from None
+                                   hint=fresh) from None
             if not isinstance(self.records, dict):
-                raise FactgptError("the stage records are not a JSON object", path=self.records_path,
-                                   hint="use another --out, or delete the file to run every stage again")
+                raise FactgptError("the stage records are not a JSON object", path=self.records_path, hint=fresh)
         self.corpus = load_corpus(files.corpus, corruption=recipe.corruption)
         self.names = load_pairs(self.corpus, files.train)
         # the pairs mixed into pretraining (`mixed`), built once: they are counted for the schedule too
