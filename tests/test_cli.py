@@ -386,11 +386,13 @@ def test_bench_rows_show_each_change(tiny_files):
     (d / "wiki.txt").write_text(tiny_files["corpus"].read_text())
     (d / "birth_places_train.tsv").write_text(tiny_files["train"].read_text())
     (d / "birth_dev.tsv").write_text(tiny_files["dev"].read_text())
-    rows, decode = run_bench(d, steps=1, decode_sample=2, bottleneck_dim=8)
+    result = run_bench(d, steps=1, decode_sample=2, bottleneck_dim=8)
+    rows, decode = result.rows, result.decode
+    assert result.n_documents == len(tiny_files["corpus"].read_text().split("\n"))  # as the reference splits
     assert [r.path for r in rows[:5]] == ["reference fp32", *(v.label for v in FAST_VARIANTS)]
     assert rows[-1].path.startswith("perceiver m=8") and all(r.examples_per_s > 0 for r in rows)
     assert decode.sample_agrees and decode.n_questions == 2 and decode.perceiver_seconds > 0
-    text = format_report(rows, decode, n_documents=10)
+    text = format_report(result)
     assert "+ rows grouped by length" in text and "x vanilla" in text and "One pretraining epoch" in text
 
 

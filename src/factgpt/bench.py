@@ -84,6 +84,13 @@ class DecodeResult:
     perceiver_seconds: float | None = None  # all questions, perceiver, batched with its cache
 
 
+@dataclass
+class BenchResult:
+    rows: list[Row]  # training: the reference path, each fast variant, then the perceiver
+    decode: DecodeResult
+    n_documents: int  # documents in the timed corpus: what one pretraining epoch shows
+
+
 def time_training(model: GPT, ds, steps: int, path: str, variant: Variant, base: TrainConfig,
                   device: torch.device | str = "cpu") -> Row:
     """Examples/s and useful tokens/s over `steps` optimiser steps of `base`'s batch size, after one
@@ -108,8 +115,8 @@ def time_training(model: GPT, ds, steps: int, path: str, variant: Variant, base:
 
 def run_bench(data_dir: str | Path, *, steps: int = 4, params: str | Path | None = None,
               decode_sample: int = 20, variants=FAST_VARIANTS, seed: int = 0, bottleneck_dim: int = PERCEIVER_M,
-              device: torch.device | str = "cpu", log=None) -> tuple[list[Row], DecodeResult]:
-    """Returns (training rows, decoding result); `log` (a callable) hears progress. Pretraining
+              device: torch.device | str = "cpu", log=None) -> BenchResult:
+    """Training rows, the decoding result and the corpus's size; `log` (a callable) hears progress. Pretraining
     and finetuning are timed on the reference path, then on each fast variant, from the same
     starting model; the perceiver's pretraining at the default settings closes the table. Model and
     batch sizes are the reference recipe's (factgpt.config.REFERENCE)."""
@@ -158,11 +165,13 @@ def run_bench(data_dir: str | Path, *, steps: int = 4, params: str | Path | None
     t0 = time.perf_counter()
     predict(perceiver, questions, corpus.vocab, engine="fast")
     perceiver_s = time.perf_counter() - t0
-    return rows, DecodeResult(ref_qps, len(questions) / fast_s, fast_s, len(questions), fast[:decode_sample] == ref,
-                              perceiver_s)
+    decoded = DecodeResult(ref_qps, len(questions) / fast_s, fast_s, len(questions), fast[:decode_sample] == ref,
+                           perceiver_s)
+    return BenchResult(rows, decoded, len(corpus))
 
 
-def format_report(rows: list[Row], decode: DecodeResult, n_documents: int | None = None) -> str:
+def format_report(result: BenchResult) -> str:
+    rows, decode, n_documents = result.rows, result.decode, result.n_documents
     lines = ["| stage | path | examples/s | useful tokens/s | speed-up | last loss |", "|---|---|---|---|---|---|"]
     ref = {r.stage: r.examples_per_s for r in rows if r.path.startswith("reference")}
     for r in rows:
@@ -177,13 +186,12 @@ def format_report(rows: list[Row], decode: DecodeResult, n_documents: int | None
         lines.append(f"| fast, perceiver (batched, its cache) | {d.n_questions / d.perceiver_seconds:.1f} | "
                      f"{d.perceiver_seconds:.2f} s ({d.perceiver_seconds / d.fast_seconds:.2f}x vanilla) |")
     lines += ["", f"fast answers equal the reference's on the timed sample: {d.sample_agrees}"]
-    if n_documents:
-        pre = [r for r in rows if r.stage == "pretrain"]
-        vanilla = next(r for r in pre if r.path == FAST_VARIANTS[-1].label)  # the default fast path
-        perceiver = pre[-1]
-        ev, ep = n_documents / vanilla.examples_per_s, n_documents / perceiver.examples_per_s
-        n, batch = REFERENCE.pretrain_epochs, REFERENCE.pretrain_batch
-        lines += ["", f"One pretraining epoch ({n_documents:,} documents) at the default settings: vanilla "
-                  f"{ev:.1f} s, {perceiver.path.split(',')[0]} {ep:.1f} s; the reference recipe's {n} epochs: "
-                  f"{n * ev / 3600:.1f} h + {n * ep / 3600:.1f} h (batch {batch}, the reference's dropout)."]
+    pre = [r for r in rows if r.stage == "pretrain"]
+    vanilla = next(r for r in pre if r.path == FAST_VARIANTS[-1].label)  # the default fast path
+    perceiver = pre[-1]
+    ev, ep = n_documents / vanilla.examples_per_s, n_documents / perceiver.examples_per_s
+    n, batch = REFERENCE.pretrain_epochs, REFERENCE.pretrain_batch
+    lines += ["", f"One pretraining epoch ({n_documents:,} documents) at the default settings: vanilla "
+              f"{ev:.1f} s, {perceiver.path.split(',')[0]} {ep:.1f} s; the reference recipe's {n} epochs: "
+              f"{n * ev / 3600:.1f} h + {n * ep / 3600:.1f} h (batch {batch}, the reference's dropout)."]
     return "\n".join(lines)

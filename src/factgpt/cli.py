@@ -487,7 +487,6 @@ def _data(args) -> int:
 
 def _bench(args) -> int:
     from factgpt.bench import FAST_VARIANTS, Variant, format_report, run_bench
-    from factgpt.data import read_text
     from factgpt.runtime import machine, resolve_device
 
     device = resolve_device(args.device)
@@ -495,12 +494,10 @@ def _bench(args) -> int:
     if args.group_tokens is not None:
         variants += (Variant(f"default, groups of {args.group_tokens} ids", layout="grouped",
                              group_tokens=args.group_tokens),)
-    rows, decode = run_bench(args.data_dir, steps=args.steps, params=args.params, device=device,
-                             decode_sample=args.decode_sample, variants=variants,
-                             log=lambda m: print(m, file=sys.stderr))
+    result = run_bench(args.data_dir, steps=args.steps, params=args.params, device=device,
+                       decode_sample=args.decode_sample, variants=variants, log=lambda m: print(m, file=sys.stderr))
     print(f"machine: {machine(device)}")
-    n_docs = len(read_text(Path(args.data_dir) / "wiki.txt").split("\n"))
-    print(format_report(rows, decode, n_docs))
+    print(format_report(result))
     return 0
 
 
