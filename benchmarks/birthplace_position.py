@@ -33,6 +33,8 @@ def main() -> None:
     for spec in args.runs:
         name, path = spec.split("=", 1)
         preds = split_lines(read_text(path))
+        if len(preds) != len(questions):  # zip would silently score a shorter file against the wrong people
+            raise SystemExit(f"{path}: {len(preds)} predictions for the {len(questions)} questions of birth_dev.tsv")
         rows = accuracy_by_offset(questions, preds, offsets, edges)
         cells = [f"{100 * r['correct'] / r['n']:.1f}% ({r['correct']}/{r['n']})" if r["n"] else "-" for r in rows]
         print(f"| {name} | " + " | ".join(cells) + " |")

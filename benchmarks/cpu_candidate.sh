@@ -33,7 +33,8 @@ from factgpt.config import BLOCK_SIZE
 from factgpt.stages import load_corpus
 print(int(sys.argv[2]) * len(load_corpus(sys.argv[1])) * BLOCK_SIZE)" "$data/wiki.txt" "$epochs")
 ck=$out/pretrain.safetensors
-if [ -f "$ck" ]; then  # finished earlier: only the measurements below run again
+if [ -f "$ck" ] && [ ! -f "$ck.resume" ]; then  # finished earlier (the resume point goes at the end; --save_every
+  # writes $ck mid-run): only the measurements below run again
   echo "cpu_candidate.sh: $ck exists; pretraining skipped" >&2
 else
   factgpt pretrain vanilla "$data/wiki.txt" --writing_params_path "$ck" --max_epochs "$epochs" \

@@ -32,8 +32,11 @@
 # SECONDS bounds the whole script (540); the table's processes are stopped in time to pack what
 # they made, and running the table step again resumes each stage from its last resume point.
 set -u
-DEADLINE=$((SECONDS + ${1:-540}))
-shift || true
+case ${1:-} in  # SECONDS may be left out: the steps then start at $1
+    ''|*[!0-9]*) limit=540 ;;
+    *) limit=$1; shift ;;
+esac
+DEADLINE=$((SECONDS + limit))
 STEPS=${*:-env tests bench table}
 OUT=${OUT:-gpu_out}
 SHARED=${FACTGPT_SHARED:-../shared}
@@ -89,7 +92,7 @@ if has table; then
               # held-out QA of each pretrained model of a finished table, in a file of its own
               for f in "$RUNS/$name"/*.pretrain.safetensors; do
                   [ $rc -eq 0 ] && [ -f "$f" ] && timeout "$(left 10)" $py benchmarks/heldout_finetune.py \
-                      --data-dir "$SHARED/data" --params "$f" --dropouts 0.1 --device "$DEVICE" \
+                      --data-dir "$SHARED/data" --params "$f" --dropouts 0.1 --freeze '' 'mlp|emb' --device "$DEVICE" \
                       >> "$RUNS/$name.heldout_qa.txt" 2>&1
               done
             } >> "$RUNS/$name.log" 2>&1 &
@@ -102,7 +105,8 @@ if has heldout; then
     t=$(left $((30 + QA_RESERVE)))
     launched=0
     trial=() qa_trial=()
-    [ -n "$TRY_EPOCHS" ] && trial=(--max_epochs "$TRY_EPOCHS") qa_trial=(--epochs 1)
+    # (late dropout would leave a trial's few epochs none with dropout, which pretrain refuses)
+    [ -n "$TRY_EPOCHS" ] && trial=(--max_epochs "$TRY_EPOCHS" --dropout_start_epoch 0) qa_trial=(--epochs 1)
     while read -r name variant ft_dropout flags; do
         [[ -z "$name" || "$name" == \#* ]] && continue
         [[ -n "$NAMES" && " $NAMES " != *" $name "* ]] && continue

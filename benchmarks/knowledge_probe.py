@@ -10,9 +10,9 @@ import argparse
 from pathlib import Path
 
 from factgpt.analysis import biographies, birthplace_offsets, own_documents, person_of
-from factgpt.checkpoint import load_checkpoint
 from factgpt.data import read_questions, read_text
 from factgpt.decode import generate_batched
+from factgpt.stages import load_for_inference
 
 
 def main() -> None:
@@ -32,10 +32,9 @@ def main() -> None:
             items.append((doc[:off], q.answer))
     for spec in args.runs:
         name, path = spec.split("=", 1)
-        ck = load_checkpoint(path)
-        model = ck.build_model().eval()
-        outs = generate_batched(model, [ck.vocab.encode(p) for p, _ in items], 24, stop_id=None)
-        hits = sum(ck.vocab.decode(o[len(p):]).startswith(a) for o, (p, a) in zip(outs, items))
+        model, vocab = load_for_inference(path, d / "wiki.txt")  # a reference .params file too: its vocabulary
+        outs = generate_batched(model, [vocab.encode(p) for p, _ in items], 24, stop_id=None)
+        hits = sum(vocab.decode(o[len(p):]).startswith(a) for o, (p, a) in zip(outs, items))
         print(f"{name}: writes the gold birthplace after its own document's prefix for {hits} of {len(items)} "
               f"dev people ({100 * hits / len(items):.1f}%)")
 
