@@ -19,8 +19,9 @@
 #          $KEEP come back. NAMES picks recipes by name (every line of the file otherwise). The next
 #          lease: NAMES="fast380 d05_380 late100" bash benchmarks/gpu_check.sh 590 env heldout (three
 #          at once, 0.70 s an epoch: about 4.5 minutes of pretraining, 15 probes each, then 2 QA runs
-#          each); once late100 has finished on the CPU, ref380x3 takes its place. ref650's held-out QA needs the full recipe's pretrained model: the table step's
-#          vanilla_pretrain (its ROWS_FOLDER.heldout_qa.txt); the 2-core CPU run of it was lost (docs/results.md).
+#          each); once late100 has finished on the CPU, ref380x3 takes its place. ref650's held-out
+#          QA needs the full recipe's pretrained model: the table step's vanilla_pretrain (its
+#          ROWS_FOLDER.heldout_qa.txt); the 2-core CPU run of it was lost (docs/results.md).
 # Size the processes to the GPU (measured on an H200, docs/benchmarks.md): up to three at once
 # each pretrain at nearly their speed alone (0.58 s a vanilla epoch alone, 0.60 with two, 0.70
 # with three); nine at once took 1.85 s an epoch each: the GPU is then the limit, and all nine
