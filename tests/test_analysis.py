@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from factgpt.analysis import analyze, answer_probability, rank_answers, trigrams
 from factgpt.cli import main
 from factgpt.data import Question
+from factgpt.lab.answers import analyze, answer_probability, rank_answers, trigrams
 
 from conftest import TINY, one_clear_line, run
 

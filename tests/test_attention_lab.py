@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from factgpt.attention_lab import copy_threshold, layer_output, orthonormal, run_lab
 from factgpt.cli import main
+from factgpt.lab.attention import copy_threshold, layer_output, orthonormal, run_lab
 
 
 @pytest.fixture(scope="module")

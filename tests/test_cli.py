@@ -380,7 +380,7 @@ def test_reproduce_without_data_says_how_to_get_it(tmp_path, capsys):
 def test_bench_rows_show_each_change(tiny_files):
     """`factgpt bench`'s table on tiny files: one row per change of the fast path, the perceiver,
     the decoding rows, and what an epoch costs."""
-    from factgpt.bench import FAST_VARIANTS, format_report, run_bench
+    from factgpt.lab.bench import FAST_VARIANTS, format_report, run_bench
 
     d = tiny_files["dir"]
     (d / "wiki.txt").write_text(tiny_files["corpus"].read_text())

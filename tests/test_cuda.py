@@ -16,7 +16,8 @@ from factgpt.config import GPTConfig, TrainConfig
 from factgpt.data import CharCorruptionDataset, NameDataset, read_questions, read_text
 from factgpt.evaluate import predict, score
 from factgpt.model import GPT
-from factgpt.train import Trainer, resolve_precision
+from factgpt.runtime import resolve_precision
+from factgpt.train import Trainer
 
 from conftest import CONFORMANCE, DATA, LONG, TINY, killed_after, need, tiny_corpus, tiny_tsv
 

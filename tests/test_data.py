@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from factgpt.batches import pack, useful_lengths
 from factgpt.data import (
     MASK_CHAR,
     MASK_ID,
@@ -13,11 +14,9 @@ from factgpt.data import (
     CharCorruptionDataset,
     NameDataset,
     Vocab,
-    pack,
     read_questions,
     read_text,
     split_lines,
-    useful_lengths,
 )
 from factgpt.errors import FactgptError
 

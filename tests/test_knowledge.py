@@ -17,8 +17,9 @@ from factgpt.errors import FactgptError
 from factgpt.model import GPT
 from factgpt.probe import ProbeItem, probe_items, run_probe, run_qa_probe, split_heldout
 from factgpt.recipes import BUDGETS
-from factgpt.reproduce import Files, TableRun, budget_note, summarize, write_report
+from factgpt.report import budget_note, summarize, write_report
 from factgpt.stages import knowledge_probe, mixed_pairs
+from factgpt.table import Files, TableRun
 from factgpt.train import Trainer
 
 from conftest import PEOPLE, TINY, tiny_corpus, tiny_tsv

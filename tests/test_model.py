@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from factgpt.batches import pack
 from factgpt.config import GPTConfig
-from factgpt.data import CharCorruptionDataset, pack
+from factgpt.data import CharCorruptionDataset
 from factgpt.decode import generate_batched, generate_reference
 from factgpt.model import GPT, Attention, DownProjectBlock, UpProjectBlock, count_parameters
 

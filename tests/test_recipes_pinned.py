@@ -1,7 +1,7 @@
 """Every named recipe builds, for every stage, exactly the TrainConfig and GPTConfig it built when
 the fixture was written (tests/data/recipes_pinned.json, made at commit b0be7d7): a refactoring of
-the recipe, the knobs or the command line must not change what any recipe trains. A recipe changed on purpose rewrites its own entry in the
-same commit, which then says why."""
+the recipe, the knobs or the command line must not change what any recipe trains. A recipe changed
+on purpose rewrites its own entry in the same commit, which then says why."""
 
 from __future__ import annotations
 

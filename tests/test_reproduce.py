@@ -10,24 +10,10 @@ import torch
 
 from factgpt.checkpoint import load_checkpoint, resume_path_for
 from factgpt.cli import _refuse_unused, build_parser, recipe_of, train_config_of
-from factgpt.config import REFERENCE
+from factgpt.config import REFERENCE, Recipe
 from factgpt.recipes import BUDGETS, DEMO
-from factgpt.reproduce import (
-    ROWS,
-    Files,
-    Recipe,
-    RowResult,
-    RowSummary,
-    TableRun,
-    budget_note,
-    compare,
-    format_table,
-    row_stages,
-    same_recipe,
-    spread,
-    summarize,
-    wilson,
-)
+from factgpt.report import ROWS, RowResult, RowSummary, budget_note, compare, format_table, spread, summarize, wilson
+from factgpt.table import Files, TableRun, row_stages, same_recipe
 
 from conftest import crash_training_after_step, same_tensors
 
@@ -229,8 +215,7 @@ def test_a_rerun_keeps_the_baseline_record_it_finds(tiny_files, tmp_path):
 def test_reproduce_probe_flag_sets_the_budgets_probe_only():
     from dataclasses import replace
 
-    from factgpt.recipes import BUDGETS
-    from factgpt.reproduce import with_budget
+    from factgpt.recipes import BUDGETS, with_budget
 
     assert with_budget("full", probe_every=None) == BUDGETS["full"]
     assert with_budget("full", probe_every=25) == replace(BUDGETS["full"], probe_every=25)

@@ -119,7 +119,7 @@ def test_unwritable_output_fails_before_training(tiny_files, tmp_path, capsys, m
 def test_disk_full_keeps_the_previous_checkpoint(tiny_files, tmp_path, capsys, monkeypatch):
     import errno
 
-    import factgpt.atomic as atomic
+    import factgpt.outputs as atomic
     out = tmp_path / "m.safetensors"
     args = ["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--max_epochs", "1", "--writing_params_path",
             str(out)]

@@ -169,13 +169,13 @@ def test_bf16_where_unsupported_runs_and_says_fp32(monkeypatch):
 
 
 def test_compile_falls_back_to_eager_when_compilation_fails(monkeypatch):
-    import factgpt.train as train_mod
+    import factgpt.runtime as runtime_mod
 
     def broken(net):
         def fail(**kwargs):
             raise RuntimeError("no C compiler found")
         return fail
-    monkeypatch.setattr(train_mod, "_compiled", broken)
+    monkeypatch.setattr(runtime_mod, "_compiled", broken)
     corpus = CharCorruptionDataset(tiny_corpus(), 64)
     model = GPT(GPTConfig(vocab_size=corpus.vocab_size, block_size=64, n_layer=1, n_head=1, n_embd=8))
     tr = Trainer(model, corpus, TrainConfig(max_epochs=2, batch_size=4, learning_rate=1e-3, final_tokens=10**6,

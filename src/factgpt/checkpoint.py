@@ -4,7 +4,7 @@ factgpt format: one safetensors file; its header metadata holds a JSON document 
 version, the variant, the full model config, the vocabulary and training progress. Loading never
 executes code: safetensors holds only tensors, and a reference `.params` file (a pickled state
 dict) is read with torch.load(weights_only=True), which refuses anything but tensors and plain
-containers. Every write is atomic (factgpt.atomic), so a crash never leaves a half-written
+containers. Every write is atomic (factgpt.outputs), so a crash never leaves a half-written
 checkpoint.
 """
 
@@ -21,11 +21,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from factgpt.atomic import atomic_write_bytes
 from factgpt.config import GPTConfig
 from factgpt.data import Vocab
 from factgpt.errors import FactgptError
 from factgpt.model import GPT
+from factgpt.outputs import atomic_write_bytes
 
 FORMAT = "factgpt-checkpoint"
 FORMAT_VERSION = 1

@@ -486,7 +486,7 @@ def _data(args) -> int:
 
 
 def _bench(args) -> int:
-    from factgpt.bench import FAST_VARIANTS, Variant, format_report, run_bench
+    from factgpt.lab.bench import FAST_VARIANTS, Variant, format_report, run_bench
     from factgpt.runtime import machine, resolve_device
 
     device = resolve_device(args.device)
@@ -504,7 +504,8 @@ def _bench(args) -> int:
 def _table(args, run_args: dict, *, title: str, note, published, **table_kwargs) -> int:
     """The tail that demo and reproduce share: run (or resume) the table's stages, write the report,
     print the table. `note(run)` is the report's line on what was run; `run_args` go to TableRun.run."""
-    from factgpt.reproduce import TableRun, format_table, summarize, write_report
+    from factgpt.report import format_table, summarize, write_report
+    from factgpt.table import TableRun
 
     run = TableRun(progress=not args.quiet, log=lambda m: print(m, file=sys.stderr), **table_kwargs)
     summary = summarize(run.run(**run_args))
@@ -515,8 +516,8 @@ def _table(args, run_args: dict, *, title: str, note, published, **table_kwargs)
 
 
 def _demo(args) -> int:
-    from factgpt.reproduce import Files
     from factgpt.synthetic import make_world
+    from factgpt.table import Files
 
     recipe, people = (DEMO_TINY, args.people or 20) if args.tiny else (DEMO, args.people or 100)
     if args.pretrain_epochs:  # another recipe: its name says so in the records and the report
@@ -536,8 +537,10 @@ def _demo(args) -> int:
 
 
 def _reproduce(args) -> int:
-    from factgpt.reproduce import PUBLISHED, ROWS, Files, budget_note, with_budget
+    from factgpt.recipes import with_budget
+    from factgpt.report import PUBLISHED, ROWS, budget_note
     from factgpt.runtime import resolve_device
+    from factgpt.table import Files
 
     d = Path(args.data_dir)
     for name in ("wiki.txt", "birth_places_train.tsv", "birth_dev.tsv"):
@@ -561,8 +564,8 @@ def _reproduce(args) -> int:
 
 
 def _attention_lab(args) -> int:
-    from factgpt.atomic import ensure_folder
-    from factgpt.attention_lab import format_checks, run_lab, write_figures, write_report
+    from factgpt.lab.attention import format_checks, run_lab, write_figures, write_report
+    from factgpt.outputs import ensure_folder
 
     out = ensure_folder(args.out)
     checks, data = run_lab(seed=args.seed, samples=args.samples)
@@ -575,9 +578,9 @@ def _attention_lab(args) -> int:
 
 def _ask(args) -> int:
     from factgpt import stages
-    from factgpt.analysis import answer_probability, rank_answers
     from factgpt.data import Question
     from factgpt.evaluate import ANSWER_STEPS, predict
+    from factgpt.lab.answers import answer_probability, rank_answers
 
     model, vocab = stages.load_for_inference(args.params, args.pretrain_corpus, n_head=args.n_head)
 
@@ -631,9 +634,9 @@ def _sample(args) -> int:
 
 def _analyze(args) -> int:
     from factgpt import stages
-    from factgpt.analysis import analyze, answer_probability, summary_markdown, write_categories_tsv, write_chart
-    from factgpt.atomic import atomic_write_text, ensure_folder
     from factgpt.data import read_questions, read_text, split_lines
+    from factgpt.lab.answers import analyze, answer_probability, summary_markdown, write_categories_tsv, write_chart
+    from factgpt.outputs import atomic_write_text, ensure_folder
 
     questions = read_questions(args.eval_corpus_path, require_answers=True)
     preds = split_lines(read_text(args.predictions))

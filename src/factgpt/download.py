@@ -12,8 +12,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from factgpt.atomic import atomic_write_bytes, ensure_folder
 from factgpt.errors import FactgptError
+from factgpt.outputs import atomic_write_bytes, ensure_folder
 
 BASE_URL = "https://raw.githubusercontent.com/parachutel/cs224n-stanford-winter2021/main/a5/"
 

@@ -27,6 +27,7 @@ from factgpt.decode import generate_batched
 from factgpt.errors import FactgptError
 from factgpt.evaluate import predict, score
 from factgpt.model import GPT
+from factgpt.people import biographies, birthplace_offsets, own_documents, person_of
 
 T = TypeVar("T")
 
@@ -63,8 +64,6 @@ def split_heldout(questions: list[T], n: int = HELDOUT, *, source=None) -> tuple
 def probe_items(questions: list[Question], pretrain_text: str, *, max_prefix: int) -> list[ProbeItem]:
     """The questions whose person has a document naming their birthplace within its first
     `max_prefix` characters (the model never sees more of a document than its block allows)."""
-    from factgpt.analysis import biographies, birthplace_offsets, own_documents, person_of
-
     docs = biographies(pretrain_text)
     items = []
     for q, at in zip(questions, birthplace_offsets(questions, pretrain_text)):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from factgpt.config import REFERENCE
+from factgpt.config import REFERENCE, Recipe
 
 # `fast70`, the first try at `fast` (dev 1.2%, docs/results.md): no dropout or weight decay (they
 # slow memorisation), a new order every epoch, batch 64 at lr 3e-3 with the cosine ending with the
@@ -103,3 +103,7 @@ DEMO = replace(REFERENCE, name="demo", n_layer=2, n_head=4, n_embd=256, dropout=
 DEMO_TINY = replace(DEMO, name="demo-tiny", n_layer=2, n_head=2, n_embd=16, pretrain_epochs=1,
                     pretrain_final_epochs=1, perceiver_pretrain_epochs=1, finetune_epochs=1,
                     finetune_epochs_scratch=1, bottleneck_dim=8)
+
+
+def with_budget(name: str, **overrides) -> Recipe:
+    return replace(BUDGETS[name], **{k: v for k, v in overrides.items() if v is not None})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -103,3 +104,58 @@ def leave_distributed(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def resolve_precision(precision: str, device: torch.device, engine: str = "fast") -> str:
+    """The precision a run computes in, which its records name: "auto" becomes bf16 where bf16 is
+    native on the fast engine; "bf16" stays bf16 where bf16 autocast is supported at all, and is
+    fp32 elsewhere (a CPU without AVX512), so a record never says bf16 of a run in fp32."""
+    if precision == "auto":
+        return "bf16" if engine == "fast" and bf16_native(device) else "fp32"
+    if precision == "bf16" and not bf16_runs(device):
+        return "fp32"
+    return precision
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast for a resolved precision of "bf16", else nothing."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _compiled(net: torch.nn.Module):
+    """torch.compile where a compiler is present; the eager module otherwise."""
+    try:
+        return torch.compile(net, dynamic=True)
+    except Exception:  # no compiler toolchain: train eagerly rather than fail
+        return net
+
+
+class Forward:
+    """What a training step calls for logits: the model, wrapped in DistributedDataParallel under
+    torchrun, and compiled with torch.compile when asked. Compilation is lazy, so a missing compiler
+    toolchain surfaces at the first call: the eager model then takes over and `fallback` says why."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, *, world: int = 1, compile: bool = False) -> None:
+        self.eager: torch.nn.Module = model
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            self.eager = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.net = _compiled(self.eager) if compile else self.eager
+        self.fallback: str | None = None  # why torch.compile was given up, if it was
+        self._compiled_ran = False  # the compiled model has given logits once (a resumed run too)
+
+    def __call__(self, batch: dict) -> torch.Tensor:
+        if self.net is self.eager:
+            return self.net(**batch)[0]
+        try:
+            logits = self.net(**batch)[0]
+            self._compiled_ran = True
+            return logits
+        except Exception as e:  # torch.compile compiles lazily: failures surface here
+            if self._compiled_ran:  # it compiled and ran: this failure is the model's own
+                raise
+            self.fallback = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            self.net = self.eager
+            return self.net(**batch)[0]

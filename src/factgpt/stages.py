@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-from factgpt.atomic import atomic_write_text
 from factgpt.checkpoint import (
     Checkpoint,
     check_compatible,
@@ -46,6 +45,7 @@ from factgpt.data import (
 from factgpt.errors import FactgptError
 from factgpt.evaluate import Score, predict, score
 from factgpt.model import GPT
+from factgpt.outputs import atomic_write_text
 from factgpt.probe import ProbeSchedule, probe_items, run_probe, run_qa_probe, split_heldout
 from factgpt.runtime import is_main_process
 from factgpt.train import Trainer, TrainingData, TrainState
@@ -185,7 +185,7 @@ def run_training(model: GPT, dataset: TrainingData, tconf: TrainConfig, corpus: 
             save_training_state(resume_file, *trainer.snapshot())
 
     trainer = Trainer(model, dataset, tconf, device=device, writer=writer, progress=progress,
-                      checkpoint_every=checkpoint_every)
+                      checkpoint_every=checkpoint_every, label=stage)
     trainer.add_callback("on_epoch_end", on_epoch_end)
     trainer.add_callback("on_checkpoint", checkpoint)
     resumed_from = None

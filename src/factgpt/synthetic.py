@@ -17,8 +17,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from factgpt.atomic import atomic_write_text, ensure_folder
 from factgpt.errors import FactgptError
+from factgpt.outputs import atomic_write_text, ensure_folder
 
 ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kl", "st", "tr"]
 VOWELS = ["a", "e", "i", "o", "u", "ai", "ei", "ou"]

@@ -16,7 +16,6 @@ full rate).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 import time
@@ -27,13 +26,13 @@ from typing import Protocol, runtime_checkable
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Subset
 
+from factgpt.batches import Batches
 from factgpt.config import TrainConfig, json_roundtrip
-from factgpt.data import PAD_ID, group_by_length, pack
 from factgpt.errors import FactgptError
 from factgpt.model import GPT, lm_loss
-from factgpt.runtime import bf16_native, bf16_runs
+from factgpt.progress import Progress
+from factgpt.runtime import Forward, autocast, resolve_precision
 
 
 def lr_multiplier(tokens: int, warmup_tokens: int, final_tokens: int) -> float:
@@ -121,25 +120,6 @@ class TrainState:
     probes: list[dict] = field(default_factory=list)
 
 
-def _compiled(net):
-    """torch.compile where a compiler is present; the eager module otherwise."""
-    try:
-        return torch.compile(net, dynamic=True)
-    except Exception:  # no compiler toolchain: train eagerly rather than fail
-        return net
-
-
-def resolve_precision(precision: str, device: torch.device, engine: str = "fast") -> str:
-    """The precision a run computes in, which its records name: "auto" becomes bf16 where bf16 is
-    native on the fast engine; "bf16" stays bf16 where bf16 autocast is supported at all, and is
-    fp32 elsewhere (a CPU without AVX512), so a record never says bf16 of a run in fp32."""
-    if precision == "auto":
-        return "bf16" if engine == "fast" and bf16_native(device) else "fp32"
-    if precision == "bf16" and not bf16_runs(device):
-        return "fp32"
-    return precision
-
-
 EVENTS = ("on_step_end", "on_epoch_end", "on_checkpoint")
 
 
@@ -147,16 +127,18 @@ class Trainer:
     """Trains `model` on `dataset` with `config`. Callbacks (minGPT's manner) take the trainer:
     "on_step_end" after every optimiser step, "on_epoch_end" after every epoch, "on_checkpoint"
     every `checkpoint_every` steps (before that step's "on_step_end"). A callback may call
-    stop(): training ends after the current step, which is then where it stands."""
+    stop(): training ends after the current step, which is then where it stands. Batches come from
+    factgpt.batches; DistributedDataParallel, torch.compile and precision from factgpt.runtime."""
 
     def __init__(self, model: GPT, dataset: TrainingData, config: TrainConfig, *,
                  device: torch.device | str = "cpu", writer=None, progress: bool = True,
-                 checkpoint_every: int = 0) -> None:
+                 checkpoint_every: int = 0, label: str = "train") -> None:
         self.raw_model = model  # the nn.Module: parameters, state dicts, train()/eval()
         self.dataset = dataset
         self.config = config
         self.device = torch.device(device)
         self.checkpoint_every = checkpoint_every  # steps between "on_checkpoint" events (0: none)
+        self.label = label  # names the stage in progress lines
         self.callbacks: defaultdict[str, list[Callable[[Trainer], None]]] = defaultdict(list)
         self.should_stop = False
         fast = config.engine == "fast"
@@ -176,16 +158,8 @@ class Trainer:
         if self.world > 1 and not fast:
             raise FactgptError("multi-process training runs the fast engine only",
                                hint="leave out --engine reference, or run without torchrun")
-        # What forward runs: `unoptimized_model` is the model, DDP-wrapped under torchrun; `net` is
-        # that compiled (--compile) or the same object, and falls back to it if compiling fails.
-        self.unoptimized_model: torch.nn.Module = model
-        if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-            self.unoptimized_model = DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.net = _compiled(self.unoptimized_model) if config.compile else self.unoptimized_model
-        self.compile_fallback: str | None = None  # why torch.compile was given up, if it was
-        self._compiled_ran = False  # the compiled model has given logits once (a resumed run too)
+        self.batches = Batches(dataset, config, self.device, self.world, self.rank)
+        self.forward = Forward(model, self.device, world=self.world, compile=config.compile)
         kwargs = {"fused": True} if fast else {"foreach": True}
         if not fast and self.device.type != "cuda":
             kwargs = {"foreach": False}  # the reference's plain AdamW loop on CPU
@@ -196,6 +170,11 @@ class Trainer:
         self.seq_len = dataset.seq_len  # ids per example, padding included (the lr counter)
         if isinstance(dataset, RandomDraws):
             dataset.reseed(config.seed + 1)  # corruption draws: own stream, same for both engines
+
+    @property
+    def compile_fallback(self) -> str | None:
+        """Why torch.compile was given up for eager, if it was."""
+        return self.forward.fallback
 
     # -- events -----------------------------------------------------------------------------------
 
@@ -212,107 +191,17 @@ class Trainer:
         """End training after the current step (train() returns the state there)."""
         self.should_stop = True
 
-    def _autocast(self):
-        if self.precision == "bf16":  # resolve_precision said the device supports it
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def _to(self, t: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cuda":
-            return t.pin_memory().to(self.device, non_blocking=True)
-        return t.to(self.device)
-
-    def _batches(self, first_batch: int = 0):
-        """(parts, n_examples, n_targets) per step, from `first_batch` on. `parts` is a list of
-        model.forward kwargs (with "targets") that together make this process's share of the
-        batch; n_examples and n_targets count the whole global batch."""
-        if self.config.engine == "reference":
-            return self._reference_batches(first_batch)
-        return ((self._layout(x, y), n, t) for x, y, n, t in self._global_batches(first_batch))
-
-    def _epoch_order(self) -> torch.Tensor:
-        """This epoch's example order: file order, or (shuffle, and always with several processes)
-        a permutation seeded by the seed and the epoch, the same in every process and on resuming."""
-        n = len(self.dataset)
-        if self.config.shuffle or self.world > 1:
-            return torch.randperm(n, generator=torch.Generator().manual_seed(self.config.seed * 100_003
-                                                                             + self.state.epoch))
-        return torch.arange(n)
-
-    def _reference_batches(self, first_batch: int):
-        """The reference's DataLoader over __getitem__: padded rows in file order (or the fast
-        engine's seeded order with `shuffle`)."""
-        cfg, ds = self.config, self.dataset
-        rest = Subset(ds, self._epoch_order()[first_batch * cfg.batch_size:].tolist())
-        # A DataLoader draws a seed for its workers from the global generator as it starts (unless
-        # given its own). The epoch that ran uninterrupted drew it at its start, and a resume point
-        # taken inside the epoch holds that draw, so a resumed epoch's loader draws from a generator
-        # of its own: its dropout masks then follow the uninterrupted run's.
-        own = torch.Generator() if first_batch else None
-        for x, y in DataLoader(rest, batch_size=cfg.batch_size, shuffle=False, num_workers=0, generator=own):
-            yield [{"idx": x.to(self.device), "targets": y.to(self.device)}], x.shape[0], int((y != PAD_ID).sum())
-
-    def _global_batches(self, first_batch: int):
-        """(x, y, n_examples, n_targets): each global batch drawn in one vectorised call, in file
-        order or a seeded order per epoch, then cut to this process's slice."""
-        cfg, ds = self.config, self.dataset
-        n = len(ds)
-        order = self._epoch_order()
-        for start in range(first_batch * cfg.batch_size, n, cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
-            x, y = ds.draw_batch(idx)
-            n_global, targets_global = len(idx), int((y != PAD_ID).sum())
-            if self.world > 1:  # this process's slice of the global batch
-                x = torch.tensor_split(x, self.world)[self.rank]
-                y = torch.tensor_split(y, self.world)[self.rank]
-                if x.shape[0] == 0:
-                    # A global batch smaller than the world leaves this slice empty. DDP still
-                    # needs a forward/backward here for its allreduce: one PAD id with a PAD
-                    # target, whose loss (PAD ignored, summed) is exactly 0 and whose gradient
-                    # reaches every parameter as zeros, so the global mean is unchanged.
-                    x = y = torch.full((1, 1), PAD_ID, dtype=torch.long)
-            yield x, y, n_global, targets_global
-
-    def _layout(self, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
-        """The fast engine's rows. "grouped": examples sorted by length, cut into groups of about
-        `group_tokens` ids, each group trimmed to its longest example, so attention costs the
-        sum of squared lengths. "packed": several examples per row of block_size with a
-        block-diagonal mask (vanilla only; the default of vanilla pretraining, Recipe.pretrain_config).
-        Every grouped row starts an example at position 0, which the perceiver needs (latent i reads
-        input positions <= i)."""
-        if self.config.layout == "packed":  # vanilla only (refused for the perceiver in __init__)
-            b = pack(x, y, row_len=x.shape[1])
-            return [{"idx": self._to(b.x), "targets": self._to(b.y), "positions": self._to(b.positions),
-                     "documents": self._to(b.documents)}]
-        return [{"idx": self._to(gx), "targets": self._to(gy)}
-                for gx, gy in group_by_length(x, y, self.config.group_tokens)]
+    # -- the loop ---------------------------------------------------------------------------------
 
     def _loss(self, parts: list[dict], n_targets: int) -> torch.Tensor:
         """Mean cross-entropy over the global batch's non-PAD targets (the reference's loss); with
         several processes each contributes its sum, scaled so DDP's average is that mean."""
         total = 0.0
-        with self._autocast():  # one context for every part: weights are cast to bf16 once a step
+        with autocast(self.device, self.precision):  # one context for every part: weights cast once a step
             for part in parts:
                 targets = part.pop("targets")
-                logits = self._forward(part)
-                total = total + lm_loss(logits, targets, reduction="sum")
+                total = total + lm_loss(self.forward(part), targets, reduction="sum")
         return total * (self.world / max(n_targets, 1))
-
-    def _forward(self, batch: dict) -> torch.Tensor:
-        """Logits; a compiled model that fails on its first call (no compiler toolchain) is
-        replaced by the eager one, and the reason kept in compile_fallback."""
-        if self.net is self.unoptimized_model:
-            return self.net(**batch)[0]
-        try:
-            logits = self.net(**batch)[0]
-            self._compiled_ran = True
-            return logits
-        except Exception as e:  # torch.compile compiles lazily: failures surface here
-            if self._compiled_ran:  # it compiled and ran: this failure is the model's own
-                raise
-            self.compile_fallback = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-            self.net = self.unoptimized_model
-            return self.net(**batch)[0]
 
     def train(self) -> TrainState:
         """Train from where the state stands to the last epoch, or until a callback calls stop()."""
@@ -324,11 +213,8 @@ class Trainer:
     def _train(self) -> TrainState:
         cfg, model, st = self.config, self.raw_model, self.state
         self.should_stop = False
-        steps_per_epoch = math.ceil(len(self.dataset) / cfg.batch_size)
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=cfg.max_epochs * steps_per_epoch, initial=st.step, unit="step", dynamic_ncols=True)
+        steps = cfg.max_epochs * math.ceil(len(self.dataset) / cfg.batch_size)
+        bar = Progress(self.label, steps, st.step) if self.progress else None
         lr = self.optimizer.param_groups[0]["lr"]
         t_start = time.perf_counter()
 
@@ -341,7 +227,7 @@ class Trainer:
         for epoch in range(st.epoch, cfg.max_epochs):
             self._set_dropout(epoch >= cfg.dropout_start_epoch)
             model.train()
-            for parts, n_examples, n_targets in self._batches(st.batch_in_epoch):
+            for parts, n_examples, n_targets in self.batches.epoch(epoch, st.batch_in_epoch):
                 loss = self._loss(parts, n_targets)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -352,25 +238,19 @@ class Trainer:
                 st.examples += n_examples
                 st.tokens += n_examples * self.seq_len  # (y >= 0).sum() in the reference
                 st.useful_tokens += n_targets
-                if cfg.lr_decay:
+                if cfg.lr_decay:  # set after the step: the first step runs at the full rate
                     lr = cfg.learning_rate * lr_multiplier(st.tokens, cfg.warmup_tokens, cfg.final_tokens)
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
-                if self.world > 1:  # the global batch's loss, for logging
-                    share = loss.detach() / self.world
-                    dist.all_reduce(share)
-                    loss_value = share.item()
-                else:
-                    loss_value = loss.item()
+                loss_value = self._global_loss(loss)
                 st.losses.append(loss_value)
                 if self.writer is not None and st.step % cfg.log_every == 0:
                     self.writer.add_scalar("train/loss", loss_value, st.step - 1)
                     self.writer.add_scalar("train/lr", lr, st.step - 1)
                 if bar is not None:
                     elapsed = st.seconds + time.perf_counter() - t_start
-                    bar.set_postfix_str(f"epoch {epoch + 1} loss {loss_value:.4f} lr {lr:.2e} "
-                                        f"tok/s {st.tokens / max(elapsed, 1e-9):,.0f}", refresh=False)
-                    bar.update(1)
+                    bar.update(step=st.step, epoch=epoch + 1, max_epochs=cfg.max_epochs, loss=loss_value, lr=lr,
+                               tokens_per_s=st.tokens / max(elapsed, 1e-9))
                 if self.checkpoint_every and st.step % self.checkpoint_every == 0:
                     fire("on_checkpoint")
                 fire("on_step_end")
@@ -386,6 +266,14 @@ class Trainer:
         if bar is not None:
             bar.close()
         return st
+
+    def _global_loss(self, loss: torch.Tensor) -> float:
+        """The global batch's loss, for logging (each process holds its share under torchrun)."""
+        if self.world == 1:
+            return loss.item()
+        share = loss.detach() / self.world
+        dist.all_reduce(share)
+        return share.item()
 
     def _set_dropout(self, on: bool) -> None:
         """Every dropout at the model's own rate, or (`dropout_start_epoch` not yet reached) at 0."""

@@ -45,24 +45,6 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def pyplot():
-    """matplotlib.pyplot on the Agg backend: figures go to files, on machines with no display too
-    (imported on first use, so that commands that draw nothing never load matplotlib)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def atomic_save_figure(fig, path: str | Path, dpi: int = 120) -> None:
-    """A matplotlib figure written as atomically as any other output (format from the suffix)."""
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", dpi=dpi)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def ensure_folder(path: str | Path) -> Path:
     """Create the output folder `path` (and its parents) if missing; a file in its place, or a folder
     that cannot be made, is one clear error, not a traceback."""

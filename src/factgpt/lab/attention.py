@@ -23,9 +23,10 @@ from pathlib import Path
 
 import torch
 
-from factgpt.atomic import atomic_save_figure, atomic_write_text, pyplot
 from factgpt.config import GPTConfig
+from factgpt.figures import pyplot, save_figure
 from factgpt.model import Attention
+from factgpt.outputs import atomic_write_text
 
 
 @dataclass
@@ -242,7 +243,7 @@ def write_figures(data: dict, out: Path) -> list[Path]:
     ax.legend(fontsize=7)
     fig.tight_layout()
     paths.append(out / "copy_average.png")
-    atomic_save_figure(fig, paths[-1])
+    save_figure(fig, paths[-1])
     plt.close(fig)
 
     fig, axes = plt.subplots(2, 2, figsize=(7, 5), sharex=True)
@@ -257,7 +258,7 @@ def write_figures(data: dict, out: Path) -> list[Path]:
     fig.suptitle(f"Over sampled keys (beta = {data['beta_cd']:.1f})", fontsize=10)
     fig.tight_layout()
     paths.append(out / "heads_spread.png")
-    atomic_save_figure(fig, paths[-1])
+    save_figure(fig, paths[-1])
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 3))
@@ -267,7 +268,7 @@ def write_figures(data: dict, out: Path) -> list[Path]:
     ax.set_title("M = A^T is exact only for orthogonal subspaces", fontsize=10)
     fig.tight_layout()
     paths.append(out / "recovery.png")
-    atomic_save_figure(fig, paths[-1])
+    save_figure(fig, paths[-1])
     plt.close(fig)
     return paths
 

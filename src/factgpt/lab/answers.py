@@ -27,9 +27,11 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
-from factgpt.atomic import atomic_save_figure, atomic_write_text, pyplot
 from factgpt.data import MASK_CHAR, MASK_ID, Question, Vocab
+from factgpt.figures import pyplot, save_figure
 from factgpt.model import GPT
+from factgpt.outputs import atomic_write_text
+from factgpt.people import biographies, document_name, own_documents, person_of
 
 CATEGORIES = ["correct", "no_document", "in_own_document", "similar_name", "prior", "other"]
 
@@ -100,30 +102,7 @@ def answer_probability(model: GPT, vocab: Vocab, question: str, answer: str) -> 
 
 
 # ----------------------------------------------------------------------------------------------
-# names and documents
-
-
-def person_of(question: str) -> str:
-    """NAME from `Where was NAME born?` (the question itself if it has another form)."""
-    q = question.strip()
-    if q.startswith("Where was ") and q.endswith(" born?"):
-        return q[len("Where was "): -len(" born?")]
-    return q
-
-
-def biographies(pretrain_text: str) -> list[str]:
-    """The corpus's documents: its non-empty lines."""
-    return [ln for ln in pretrain_text.split("\n") if ln.strip()]
-
-
-def own_documents(name: str, docs: list[str]) -> list[str]:
-    """The documents about `name`: those that open with it."""
-    return [d for d in docs if d.startswith(name)]
-
-
-def document_name(line: str) -> str:
-    """The name a biography line opens with: the text before its first '. ' (approximate)."""
-    return line.split(". ", 1)[0].strip()
+# names
 
 
 def trigrams(name: str) -> set[str]:
@@ -315,20 +294,8 @@ def write_chart(a: Analysis, path) -> None:
     ax.set_xlabel("questions")
     ax.set_title("Where the answers come from", fontsize=10)
     fig.tight_layout()
-    atomic_save_figure(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
-
-
-def birthplace_offsets(questions: list[Question], pretrain_text: str) -> list[int | None]:
-    """Where the gold birthplace first occurs in the person's own document (character offset),
-    or None where the person has no document or it does not name the place."""
-    docs = biographies(pretrain_text)
-    out = []
-    for q in questions:
-        own = own_documents(person_of(q.question), docs)
-        at = own[0].find(q.answer) if own and q.answer else -1
-        out.append(at if at >= 0 else None)
-    return out
 
 
 def accuracy_by_offset(questions: list[Question], predictions: list[str], offsets: list[int | None],
