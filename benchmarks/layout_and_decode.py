@@ -2,9 +2,9 @@
 first in even rounds), and perceiver vs vanilla decoding like for like (both untrained, so both
 decode every step, twice), in one run:
 
-    python benchmarks/layout_and_decode.py [--data-dir ../shared/data] [--steps 4] [--repeats 2] [--dropout P]
+    python benchmarks/layout_and_decode.py [--data_dir ../shared/data] [--steps 4] [--repeats 2] [--dropout P]
 
-docs/benchmarks.md's AVX2 comparison is `--steps 10 --repeats 3`; `--dropout 0` times the recipes and
+The AVX2 comparison of records/2026-11-29_bench_avx2 is `--steps 10 --repeats 3`; `--dropout 0` times the recipes and
 phases without dropout (fast300, late dropout's first epochs), where attention runs fused.
 """
 
@@ -17,16 +17,16 @@ from pathlib import Path
 
 import torch
 
-from factgpt.bench import Variant, time_training
 from factgpt.config import PERCEIVER_M, REFERENCE, GPTConfig
 from factgpt.data import CharCorruptionDataset, read_questions, read_text
 from factgpt.evaluate import predict
+from factgpt.lab.bench import Variant, time_training
 from factgpt.model import GPT
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", default="../shared/data")
+    ap.add_argument("--data_dir", "--data-dir", default="../shared/data")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=4, help="timed optimiser steps of 128 per measurement (4)")
     ap.add_argument("--repeats", type=int, default=2, help="rounds of packed and grouped (2)")
