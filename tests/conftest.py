@@ -42,7 +42,9 @@ def tiny_files(tmp_path: Path) -> dict[str, Path]:
     return {"corpus": corpus, "train": train, "dev": dev, "dir": tmp_path}
 
 
-TINY = ["--n_layer", "2", "--n_head", "2", "--n_embd", "32", "--no_tensorboard", "--quiet"]
+MODEL = ["--n_layer", "2", "--n_head", "2", "--n_embd", "32"]  # a tiny model's shape flags
+TINY = [*MODEL, "--no_tensorboard", "--quiet"]  # pretrain and finetune on a tiny model, quietly
+TINY_EVAL = [*MODEL, "--quiet"]  # evaluate takes the shape flags (checked against the checkpoint) but writes no logs
 
 
 @pytest.fixture(autouse=True)
@@ -83,6 +85,18 @@ def run(argv, capsys) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def usage_error(argv, capsys, *needles: str) -> str:
+    """`factgpt ARGV` refused by its parser: exit 2, the needles in its message, no traceback."""
+    from factgpt.cli import main
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, err
+    return err
 
 
 def one_clear_line(code: int, err: str, *needles: str) -> None:

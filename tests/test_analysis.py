@@ -63,7 +63,8 @@ def test_ask_sample_and_ranking(tiny_files, tmp_path, capsys, monkeypatch):
 
     from factgpt.stages import load_for_inference
     params = _trained(tiny_files, tmp_path, capsys)
-    assert main(["ask", str(params), "Where was Ada Brook born?", "--k", "3"]) == 0
+    sample = ["--reading_params_path", str(params)]
+    assert main(["ask", "--reading_params_path", str(params), "Where was Ada Brook born?", "--top_k", "3"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("greedy: ") and "probability" in out[0]
     ranked = [ln for ln in out[2:] if "%" in ln]
@@ -75,33 +76,33 @@ def test_ask_sample_and_ranking(tiny_files, tmp_path, capsys, monkeypatch):
     for r in top:  # the beam's probabilities are the model's own
         assert abs(r.probability - answer_probability(model, vocab, "Where was Ada Brook born?", r.answer)) < 1e-4
     # a character outside the vocabulary: one clear line
-    assert main(["ask", str(params), "Where was Ωmega born?"]) == 1
+    assert main(["ask", "--reading_params_path", str(params), "Where was Ωmega born?"]) == 1
     assert "'Ω'" in capsys.readouterr().err
     # interactive: questions from stdin, a bad one does not end the session
     monkeypatch.setattr("sys.stdin", io.StringIO("Where was Ωmega born?\nWhere was Bo Carr born?\n\n"))
-    assert main(["ask", str(params)]) == 0
+    assert main(["ask", "--reading_params_path", str(params)]) == 0
     captured = capsys.readouterr()
     assert "'Ω'" in captured.err and captured.out.count("greedy: ") == 1
     # sample: greedy continuation, and a filled span
-    assert main(["sample", str(params), "--prompt", "Ada Brook was born in", "--steps", "5"]) == 0
+    assert main(["sample", *sample, "--prompt", "Ada Brook was born in", "--steps", "5"]) == 0
     assert capsys.readouterr().out.startswith("Ada Brook was born in")
-    assert main(["sample", str(params), "--prompt", "Ada Brook was ⁇ in Paris⁇", "--steps", "8"]) == 0
+    assert main(["sample", *sample, "--prompt", "Ada Brook was ⁇ in Paris⁇", "--steps", "8"]) == 0
     assert "filled span" in capsys.readouterr().err
-    assert main(["sample", str(params), "--prompt", "Ada", "--steps", "5", "--temperature", "0.8",
+    assert main(["sample", *sample, "--prompt", "Ada", "--steps", "5", "--temperature", "0.8",
                  "--top_k", "3", "--seed", "1"]) == 0
     first = capsys.readouterr().out
-    assert main(["sample", str(params), "--prompt", "Ada", "--steps", "5", "--temperature", "0.8",
+    assert main(["sample", *sample, "--prompt", "Ada", "--steps", "5", "--temperature", "0.8",
                  "--top_k", "3", "--seed", "1"]) == 0
     assert capsys.readouterr().out == first  # seeded
     sampled = []
     for seed in ("1", "2"):  # and the seed is used: hot sampling over 20 steps differs between two seeds
-        assert main(["sample", str(params), "--prompt", "Ada", "--steps", "20", "--temperature", "2",
+        assert main(["sample", *sample, "--prompt", "Ada", "--steps", "20", "--temperature", "2",
                      "--seed", seed]) == 0
         sampled.append(capsys.readouterr().out)
     assert sampled[0] != sampled[1]
-    assert main(["sample", str(params), "--prompt", "Ada", "--steps", "5"]) == 0
+    assert main(["sample", *sample, "--prompt", "Ada", "--steps", "5"]) == 0
     greedy = capsys.readouterr().out
-    assert main(["sample", str(params), "--prompt", "Ada", "--steps", "5", "--temperature", "0.8", "--top_k", "1",
+    assert main(["sample", *sample, "--prompt", "Ada", "--steps", "5", "--temperature", "0.8", "--top_k", "1",
                  "--seed", "3"]) == 0
     assert capsys.readouterr().out == greedy  # top 1 of any temperature is the greedy choice
 
@@ -112,17 +113,18 @@ def test_analyze_cli_writes_outputs(tiny_files, tmp_path, capsys):
     preds = tmp_path / "p.txt"
     preds.write_text("Paris\nLima\n", encoding="utf-8")
     out = tmp_path / "an"
-    assert main(["analyze", "--predictions", str(preds), "--eval_corpus_path", str(f["dev"]), "--pretrain_corpus",
-                 str(f["corpus"]), "--finetune_corpus_path", str(f["train"]), "--params", str(params),
-                 "--out", str(out)]) == 0
+    assert main(["analyze", "--predictions_path", str(preds), "--eval_corpus_path", str(f["dev"]),
+                 "--pretrain_corpus_path", str(f["corpus"]), "--finetune_corpus_path", str(f["train"]),
+                 "--reading_params_path", str(params), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "| correct |" in text and "Calibration" in text and "chance baseline" in text
     for name in ("summary.md", "categories.tsv", "categories.png"):
         assert (out / name).is_file()
     preds.write_text("Paris\n", encoding="utf-8")
-    assert main(["analyze", "--predictions", str(preds), "--eval_corpus_path", str(f["dev"]),
-                 "--pretrain_corpus", str(f["corpus"])]) == 1
+    assert main(["analyze", "--predictions_path", str(preds), "--eval_corpus_path", str(f["dev"]),
+                 "--pretrain_corpus_path", str(f["corpus"])]) == 1
     assert "1 predictions for 2 questions" in capsys.readouterr().err
     preds.write_text("Paris\nZürich\n", encoding="utf-8")  # a character the model's vocabulary lacks
-    one_clear_line(*run(["analyze", "--predictions", preds, "--eval_corpus_path", f["dev"],
-                         "--pretrain_corpus", f["corpus"], "--params", params], capsys)[::2], "p.txt:2:")
+    one_clear_line(*run(["analyze", "--predictions_path", preds, "--eval_corpus_path", f["dev"],
+                         "--pretrain_corpus_path", f["corpus"], "--reading_params_path", params], capsys)[::2],
+                   "p.txt:2:")

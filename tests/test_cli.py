@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
 import pytest
 
 from factgpt.checkpoint import load_checkpoint
-from factgpt.cli import build_parser, main
+from factgpt.cli import build_parser, commands, main, parse
 from factgpt.config import PERCEIVER_M
 
-from conftest import DATA, TINY, need, one_clear_line, run
+from conftest import DATA, TINY, TINY_EVAL, need, one_clear_line, run, usage_error
 
-STUDY_FLAGS = ["--reading_params_path", "--writing_params_path", "--finetune_corpus_path",
-               "--eval_corpus_path", "--outputs_path", "--pretrain_lr", "--finetune_lr",
-               "--bottleneck_dim", "--tb_expt_name", "--max_epochs", "--batch_size", "--n_layer",
-               "--n_head", "--n_embd", "--seed", "--device", "--engine", "--precision", "--weight_decay",
-               "--min_truncation", "--max_truncation", "--mask_fraction", "--mix_pairs", "--probe_every",
-               "--dropout_start_epoch"]
+# each study command's flags (README, "The study's commands"), and none of the others'
+MODEL_FLAGS = ["--n_layer", "--n_head", "--n_embd", "--bottleneck_dim"]
+TRAINING_FLAGS = ["--reading_params_path", "--writing_params_path", "--finetune_corpus_path", *MODEL_FLAGS,
+                  "--dropout", "--max_epochs", "--batch_size", "--final_tokens", "--weight_decay", "--shuffle",
+                  "--precision", "--seed", "--engine", "--device", "--threads", "--compile", "--group_tokens",
+                  "--checkpoint_every", "--save_every", "--resume", "--restart", "--tb_dir", "--tb_expt_name",
+                  "--no_tensorboard", "--quiet"]
+FLAGS = {
+    "pretrain": [*TRAINING_FLAGS, "--pretrain_lr", "--dropout_start_epoch", "--min_truncation", "--max_truncation",
+                 "--mask_fraction", "--mix_pairs", "--probe_every"],
+    "finetune": [*TRAINING_FLAGS, "--finetune_lr", "--finetune_frozen"],
+    "evaluate": ["--reading_params_path", "--eval_corpus_path", "--outputs_path", *MODEL_FLAGS, "--engine",
+                 "--device", "--threads", "--quiet"],
+}
 
 
 @pytest.mark.parametrize("command", ["pretrain", "finetune", "evaluate"])
@@ -27,13 +36,13 @@ def test_help_shows_the_documented_flags(command, capsys):
         main([command, "--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for flag in STUDY_FLAGS:
-        assert flag in out
+    listed = set(re.findall(r"--\w+", out)) - {"--help"}
+    assert listed == set(FLAGS[command])  # each command lists its own flags and no other command's
     assert "{vanilla,perceiver}" in out
 
 
 @pytest.mark.parametrize("command, flags", [
-    ("reproduce", ["--data-dir", "--out", "--budget", "--seeds", "--checkpoint_every", "--rows", "--probe_every",
+    ("reproduce", ["--data_dir", "--out", "--budget", "--seeds", "--checkpoint_every", "--rows", "--probe_every",
                    "--first_seed", "--device", "--group_tokens",
                    "{full,quick,fast,fast70,fast300,fast430,mixed,smoke}"]),
     ("demo", ["--out", "--seed", "--tiny", "--threads"]),
@@ -45,11 +54,10 @@ def test_help_of_the_table_commands(command, flags, capsys):
     assert e.value.code == 0 and all(f in out for f in flags), out
 
 
-def test_engine_flag_keeps_path_as_its_former_name():
-    parse = build_parser().parse_args
+def test_the_engine_has_one_name(capsys):
     assert parse(["evaluate", "vanilla", "wiki.txt"]).engine == "fast"
     assert parse(["evaluate", "vanilla", "wiki.txt", "--engine", "reference"]).engine == "reference"
-    assert parse(["pretrain", "vanilla", "wiki.txt", "--path", "reference"]).engine == "reference"
+    usage_error(["pretrain", "vanilla", "wiki.txt", "--path", "reference"], capsys, "unrecognized arguments: --path")
 
 
 def test_console_script_runs():
@@ -77,7 +85,8 @@ def test_pretrain_finetune_evaluate_end_to_end(tiny_files, variant, capsys, tmp_
     assert code == 0, err
     assert "finetune: 2 epochs" in out
     preds = tmp_path / "dev.predictions"
-    code, out, err = run(["evaluate", *common, "--reading_params_path", fin, "--eval_corpus_path", f["dev"],
+    shape = [variant, f["corpus"], *TINY_EVAL, "--bottleneck_dim", "8"]
+    code, out, err = run(["evaluate", *shape, "--reading_params_path", fin, "--eval_corpus_path", f["dev"],
                           "--outputs_path", preds], capsys)
     assert code == 0, err
     assert out.startswith("Correct: ") and "out of 2.0" in out
@@ -87,7 +96,7 @@ def test_pretrain_finetune_evaluate_end_to_end(tiny_files, variant, capsys, tmp_
     # unlabelled questions: predictions, and a plain word that there is no accuracy
     q = tmp_path / "q.tsv"
     q.write_text("Where was Ada Brook born?\n", encoding="utf-8")
-    code, out, _ = run(["evaluate", *common, "--reading_params_path", fin, "--eval_corpus_path", q,
+    code, out, _ = run(["evaluate", *shape, "--reading_params_path", fin, "--eval_corpus_path", q,
                         "--outputs_path", preds], capsys)
     assert code == 0 and "has no answers" in out
     # finetuning with parts kept as pretrained; a pattern that matches nothing is refused, nothing written
@@ -117,8 +126,14 @@ def test_tensorboard_scalars_written(tiny_files, capsys, tmp_path):
                           "--writing_params_path", tmp_path / "p.safetensors"], capsys)
     assert code == 0, err
     runs = list((tb / "pretrain").iterdir())
-    # the reference run.py's name; m is the recipe's (PERCEIVER_M, as the perceiver's default)
-    assert [r.name for r in runs] == [f"run_vanilla_{PERCEIVER_M}_pt_lr_0.006000_ft_lr_0.000600"]
+    # the reference run.py's name (m is the recipe's, PERCEIVER_M), then the model's size, the seed and
+    # the start time, so that runs never append to one another's
+    assert len(runs) == 1 and runs[0].name.startswith(f"run_vanilla_{PERCEIVER_M}_pt_lr_0.006000_ft_lr_0.000600_"
+                                                      "L1_H1_E8_seed0_")
+    code, _, err = run(["pretrain", "vanilla", f["corpus"], "--n_layer", "1", "--n_head", "1", "--n_embd", "8",
+                        "--quiet", "--max_epochs", "1", "--tb_dir", tb,
+                        "--writing_params_path", tmp_path / "p.safetensors"], capsys)
+    assert code == 0 and len(list((tb / "pretrain").iterdir())) == 2, err  # a second run: a folder of its own
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(runs[0]))
@@ -169,21 +184,21 @@ def test_wrong_checkpoint_is_refused(tiny_files, capsys, tmp_path):
                         "--max_epochs", "1", "--writing_params_path", pre], capsys)
     assert code == 0, err
     ev = ["--reading_params_path", pre, "--eval_corpus_path", f["dev"], "--outputs_path", tmp_path / "o"]
-    one_clear_line(*run(["evaluate", "vanilla", f["corpus"], *TINY, *ev], capsys)[::2], "perceiver checkpoint")
-    one_clear_line(*run(["evaluate", "perceiver", f["corpus"], *TINY, "--bottleneck_dim", "16", *ev],
+    one_clear_line(*run(["evaluate", "vanilla", f["corpus"], *TINY_EVAL, *ev], capsys)[::2], "perceiver checkpoint")
+    one_clear_line(*run(["evaluate", "perceiver", f["corpus"], *TINY_EVAL, "--bottleneck_dim", "16", *ev],
                          capsys)[::2], "bottleneck_dim 8")
     # a shape flag given must match the checkpoint (it used to be ignored); left out, it is the checkpoint's
-    one_clear_line(*run(["evaluate", "perceiver", f["corpus"], *TINY, "--n_layer", "3", *ev], capsys)[::2],
+    one_clear_line(*run(["evaluate", "perceiver", f["corpus"], *TINY_EVAL, "--n_layer", "3", *ev], capsys)[::2],
                     "has n_layer 2, not 3")
-    code, _, err = run(["evaluate", "perceiver", f["corpus"], "--no_tensorboard", "--quiet", *ev], capsys)
+    code, _, err = run(["evaluate", "perceiver", f["corpus"], "--quiet", *ev], capsys)
     assert code == 0, err
     other = tmp_path / "other.txt"
     other.write_text(f["corpus"].read_text(encoding="utf-8") + "Q~\n", encoding="utf-8")
-    one_clear_line(*run(["evaluate", "perceiver", other, *TINY, "--bottleneck_dim", "8", *ev], capsys)[::2],
+    one_clear_line(*run(["evaluate", "perceiver", other, *TINY_EVAL, "--bottleneck_dim", "8", *ev], capsys)[::2],
                     "vocabulary")
     junk = tmp_path / "junk.params"
     junk.write_bytes(pre.read_bytes()[:100])
-    one_clear_line(*run(["evaluate", "perceiver", f["corpus"], *TINY, "--bottleneck_dim", "8",
+    one_clear_line(*run(["evaluate", "perceiver", f["corpus"], *TINY_EVAL, "--bottleneck_dim", "8",
                           "--reading_params_path", junk, "--eval_corpus_path", f["dev"],
                           "--outputs_path", tmp_path / "o"], capsys)[::2], "corrupted")
 
@@ -195,7 +210,7 @@ def test_more_bad_inputs_get_one_clear_line(tiny_files, capsys, tmp_path):
     about without the corpus that gives its vocabulary."""
     f = tiny_files
     out = tmp_path / "p.safetensors"
-    ev = ["evaluate", "vanilla", f["corpus"], *TINY, "--outputs_path", tmp_path / "o"]
+    ev = ["evaluate", "vanilla", f["corpus"], *TINY_EVAL, "--outputs_path", tmp_path / "o"]
     one_clear_line(*run([*ev, "--reading_params_path", tmp_path / "nope.safetensors", "--eval_corpus_path",
                           f["dev"]], capsys)[::2], "nope.safetensors", "no such checkpoint")
     assert run(["pretrain", "vanilla", f["corpus"], *TINY, "--max_epochs", "1", "--writing_params_path", out],
@@ -217,7 +232,8 @@ def test_more_bad_inputs_get_one_clear_line(tiny_files, capsys, tmp_path):
     params = DATA.parent / "conformance" / "vanilla_ref.params"
     if not params.exists():
         return
-    one_clear_line(*run(["ask", params, "Where was Ada Brook born?"], capsys)[::2], "carries no vocabulary")
+    one_clear_line(*run(["ask", "--reading_params_path", params, "Where was Ada Brook born?"], capsys)[::2],
+                    "carries no vocabulary")
 
 
 def test_missing_required_flag(tiny_files, capsys):
@@ -226,9 +242,10 @@ def test_missing_required_flag(tiny_files, capsys):
 
 
 def test_parser_has_every_command():
-    from factgpt.cli import COMMANDS
     choices = build_parser()._subparsers._group_actions[0].choices
-    assert set(choices) == set(COMMANDS) and {"pretrain", "finetune", "evaluate", "london", "data"} <= set(choices)
+    study = {"pretrain", "finetune", "evaluate", "london", "data", "reproduce", "demo"}
+    lab = {"ask", "sample", "analyze", "attention-lab", "bench", "heldout"}  # through the entry point
+    assert set(choices) == set(commands()) == study | lab
 
 
 def test_demo_tiny_writes_the_table_and_report(tmp_path, capsys):
@@ -248,14 +265,12 @@ def test_demo_tiny_writes_the_table_and_report(tmp_path, capsys):
     assert "recipe `demo-tiny`" in (out / "report.md").read_text()  # the report names what ran
 
 
-@pytest.mark.parametrize("argv", [["sample", "x.safetensors", "--prompt", "a", "--temperature", "0"],
+@pytest.mark.parametrize("argv", [["sample", "--reading_params_path", "x", "--prompt", "a", "--temperature", "0"],
                                   ["demo", "--threads", "-1"],
                                   ["finetune", "vanilla", "w.txt", "--batch_size", "0"],
                                   ["pretrain", "vanilla", "w.txt", "--max_epochs", "0"]])
 def test_zero_is_not_taken_for_not_given(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        build_parser().parse_args(argv)
-    assert e.value.code == 2 and "is not above 0" in capsys.readouterr().err
+    usage_error(argv, capsys, "is not above 0")
 
 
 @pytest.mark.parametrize("argv, says", [
@@ -274,15 +289,12 @@ def test_zero_is_not_taken_for_not_given(argv, capsys):
     (["reproduce", "--seeds", "0"], "is not above 0"),  # once: every trained row silently dropped
     (["reproduce", "--checkpoint_every", "-5"], "is not 0 or more"),
     (["bench", "--steps", "0"], "is not above 0"),
-    (["bench", "--decode-sample", "0"], "is not above 0"),
-    (["ask", "x.safetensors", "--k", "0"], "is not above 0"),
-    (["sample", "x.safetensors", "--prompt", "a", "--top_k", "0"], "is not above 0"),
+    (["bench", "--decode-sample", "0"], "is not above 0"),  # either spelling
+    (["ask", "--reading_params_path", "x", "--top_k", "0"], "is not above 0"),
+    (["sample", "--reading_params_path", "x", "--prompt", "a", "--top_k", "0"], "is not above 0"),
 ])
 def test_out_of_range_numbers_are_refused_by_the_parser(argv, says, capsys):
-    with pytest.raises(SystemExit) as e:
-        build_parser().parse_args(argv)
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and says in err and "Traceback" not in err, err
+    usage_error(argv, capsys, says)
 
 
 def test_a_folder_or_a_file_in_the_way_of_an_output_is_one_clear_line(tiny_files, capsys, tmp_path):
@@ -316,9 +328,10 @@ def test_pretrain_refuses_a_pairs_file_it_would_not_read(tiny_files, capsys, tmp
 
 def test_training_refuses_the_evaluation_flags(tiny_files, capsys, tmp_path):
     # finetune writes no predictions: --outputs_path was once accepted and silently ignored
-    one_clear_line(*run(["finetune", "vanilla", tiny_files["corpus"], *TINY, "--writing_params_path",
-                          tmp_path / "f", "--finetune_corpus_path", tiny_files["train"], "--outputs_path",
-                          tmp_path / "p"], capsys)[::2], "has no use for --outputs_path")
+    usage_error(["finetune", "vanilla", tiny_files["corpus"], *TINY, "--writing_params_path", tmp_path / "f",
+                 "--finetune_corpus_path", tiny_files["train"], "--outputs_path", tmp_path / "p"], capsys,
+                "unrecognized arguments: --outputs_path")
+    assert not (tmp_path / "f").exists()
 
 
 def _data_dir(f):
@@ -349,8 +362,9 @@ def test_sample_refuses_an_empty_prompt_and_a_top_k_past_the_vocabulary(tiny_fil
     code, _, err = run(["pretrain", "vanilla", tiny_files["corpus"], *TINY, "--max_epochs", "1",
                         "--writing_params_path", pre], capsys)
     assert code == 0, err
-    one_clear_line(*run(["sample", pre, "--prompt", ""], capsys)[::2], "--prompt is empty")
-    one_clear_line(*run(["sample", pre, "--prompt", "a", "--top_k", "100000"], capsys)[::2], "vocabulary")
+    one_clear_line(*run(["sample", "--reading_params_path", pre, "--prompt", ""], capsys)[::2], "--prompt is empty")
+    one_clear_line(*run(["sample", "--reading_params_path", pre, "--prompt", "a", "--top_k", "100000"],
+                        capsys)[::2], "vocabulary")
 
 
 @need(DATA / "wiki.txt")
@@ -402,10 +416,11 @@ def test_bench_rows_show_each_change(tiny_files):
                                            ("evaluate", ["--dropout", "0"]), ("evaluate", ["--max_epochs", "3"]),
                                            ("evaluate", ["--seed", "0"]), ("evaluate", ["--tb_dir", "expt"])])
 def test_a_flag_the_command_would_ignore_is_refused(command, flag, tiny_files, capsys, tmp_path):
-    argv = [command, "vanilla", tiny_files["corpus"], *TINY, *flag, "--reading_params_path", tmp_path / "x"]
+    argv = [command, "vanilla", tiny_files["corpus"], *(TINY_EVAL if command == "evaluate" else TINY), *flag,
+            "--reading_params_path", tmp_path / "x"]
     if command == "evaluate":
         argv += ["--eval_corpus_path", tiny_files["dev"], "--outputs_path", tmp_path / "y"]
     else:
         argv += ["--writing_params_path", tmp_path / "y", "--finetune_corpus_path", tiny_files["train"]]
-    one_clear_line(*run(argv, capsys)[::2], f"has no use for {flag[0]}")
+    usage_error(argv, capsys, f"unrecognized arguments: {flag[0]}")
     assert not (tmp_path / "y").exists()

@@ -8,8 +8,18 @@ from dataclasses import fields
 import pytest
 
 from factgpt.checkpoint import save_checkpoint
-from factgpt.cli import build_parser, recipe_of, train_config_of
-from factgpt.config import BLOCK_SIZE, PERCEIVER_M, REFERENCE, GPTConfig, Recipe, TrainConfig, final_tokens_for
+from factgpt.cli import build_parser, parse, recipe_of, train_config_of
+from factgpt.config import (
+    BLOCK_SIZE,
+    PERCEIVER_M,
+    REFERENCE,
+    Finetuning,
+    GPTConfig,
+    Pretraining,
+    Recipe,
+    TrainConfig,
+    final_tokens_for,
+)
 from factgpt.errors import FactgptError
 from factgpt.model import GPT
 from factgpt.recipes import BUDGET_ABOUT, BUDGETS, DEMO, DEMO_TINY
@@ -25,18 +35,18 @@ def test_every_budget_builds_valid_configs(recipe: Recipe):
         assert isinstance(m, GPTConfig) and m.perceiver == perceiver and m.block_size == BLOCK_SIZE
         assert m.bottleneck_dim == (recipe.bottleneck_dim if perceiver else None)
         assert m.embd_pdrop == m.resid_pdrop == m.attn_pdrop == recipe.dropout
+        p, f = recipe.pretrain, recipe.finetune
         pre = recipe.pretrain_config(N_DOCS, 3, perceiver)
-        assert pre.max_epochs == (recipe.perceiver_pretrain_epochs or recipe.pretrain_epochs if perceiver
-                                  else recipe.pretrain_epochs)
+        assert pre.max_epochs == (p.perceiver_epochs or p.max_epochs if perceiver else p.max_epochs)
         assert (pre.batch_size, pre.learning_rate, pre.seed, pre.precision) == (
-            recipe.pretrain_batch, recipe.pretrain_lr, 3, recipe.precision)
-        # the cosine's floor after pretrain_final_epochs epochs' tokens, scaled with the epochs run
-        assert pre.final_tokens == pytest.approx(recipe.pretrain_final_epochs * pre.max_epochs / recipe.pretrain_epochs
+            p.batch_size, p.learning_rate, 3, recipe.precision)
+        # the cosine's floor after final_epochs epochs' tokens, scaled with the epochs run
+        assert pre.final_tokens == pytest.approx(p.final_epochs * pre.max_epochs / p.max_epochs
                                                  * N_DOCS * BLOCK_SIZE, abs=1)
         for pretrained in (False, True):
             fin = recipe.finetune_config(N_DOCS, pretrained, 3)
-            assert fin.max_epochs == (recipe.finetune_epochs if pretrained else recipe.finetune_epochs_scratch)
-            assert fin.final_tokens == final_tokens_for(N_DOCS) and fin.batch_size == recipe.finetune_batch
+            assert fin.max_epochs == (f.max_epochs if pretrained else f.max_epochs_scratch)
+            assert fin.final_tokens == final_tokens_for(N_DOCS) and fin.batch_size == f.batch_size
         for t in (pre, fin):
             assert isinstance(t, TrainConfig) and min(t.max_epochs, t.batch_size, t.final_tokens) > 0
             assert t.learning_rate > 0 and t.weight_decay >= 0 and t.precision in ("auto", "fp32", "bf16")
@@ -53,17 +63,27 @@ def test_every_budget_has_its_line_in_the_help():
 def test_reference_is_the_reference_recipe():
     assert BUDGETS["full"] is REFERENCE and REFERENCE.bottleneck_dim == PERCEIVER_M
     r = REFERENCE
-    assert (r.pretrain_epochs, r.pretrain_batch, r.pretrain_lr) == (650, 128, 6e-3)
-    assert (r.finetune_epochs, r.finetune_epochs_scratch, r.finetune_batch, r.finetune_lr) == (10, 75, 256, 6e-4)
+    assert (r.pretrain.max_epochs, r.pretrain.batch_size, r.pretrain.learning_rate) == (650, 128, 6e-3)
+    f = r.finetune
+    assert (f.max_epochs, f.max_epochs_scratch, f.batch_size, f.learning_rate) == (10, 75, 256, 6e-4)
     assert r.pretrain_config(N_DOCS, 0).final_tokens == final_tokens_for(N_DOCS)  # 200 epochs' tokens
     # the model's defaults are GPTConfig's, so the reference model is GPTConfig's default model
     assert r.model_config(VOCAB, False) == GPTConfig(vocab_size=VOCAB)
-    assert {f.name for f in fields(Recipe)} >= {"weight_decay", "shuffle", "corruption", "mix_pairs", "probe_every"}
+    assert {f.name for f in fields(Pretraining)} >= {"weight_decay", "shuffle", "corruption", "mix_pairs",
+                                                      "probe_every"}
+
+
+def test_a_stage_recipe_names_its_fields_as_the_trainconfig_it_becomes():
+    """One name per concept from recipe to TrainConfig: a stage's field and the TrainConfig field it sets
+    are spelt alike (the recipe-only ones aside)."""
+    train = {f.name for f in fields(TrainConfig)}
+    recipe_only = {"final_epochs", "perceiver_epochs", "corruption", "mix_pairs", "probe_every", "max_epochs_scratch"}
+    for stage in (Pretraining, Finetuning):
+        assert {f.name for f in fields(stage)} - recipe_only <= train, stage
 
 
 @pytest.mark.parametrize("variant", ["vanilla", "perceiver"])
 def test_command_line_defaults_are_the_reference(variant):
-    parse = build_parser().parse_args
     perceiver = variant == "perceiver"
     args = parse(["pretrain", variant, "wiki.txt"])
     assert recipe_of(args) == REFERENCE
@@ -77,22 +97,24 @@ def test_command_line_defaults_are_the_reference(variant):
 
 
 def test_flags_replace_the_fields_of_their_stage():
-    parse = build_parser().parse_args
     flags = ["--max_epochs", "3", "--batch_size", "4", "--weight_decay", "0", "--bottleneck_dim", "8",
              "--pretrain_lr", "1e-3", "--min_truncation", "64", "--precision", "fp32", "--seed", "2"]
     args = parse(["pretrain", "perceiver", "wiki.txt", *flags, "--shuffle", "--final_tokens", "99"])
     r = recipe_of(args)
-    assert (r.pretrain_epochs, r.pretrain_batch, r.weight_decay, r.bottleneck_dim, r.pretrain_lr) == (3, 4, 0, 8, 1e-3)
-    assert r.corruption.min_truncation == 64 and r.finetune_batch == REFERENCE.finetune_batch
+    p = r.pretrain
+    assert (p.max_epochs, p.batch_size, p.weight_decay, r.bottleneck_dim, p.learning_rate) == (3, 4, 0, 8, 1e-3)
+    assert p.corruption.min_truncation == 64 and r.finetune == REFERENCE.finetune
     t = train_config_of(args, r, N_DOCS)
     assert (t.max_epochs, t.batch_size, t.weight_decay, t.seed, t.precision) == (3, 4, 0, 2, "fp32")
     assert t.shuffle and t.final_tokens == 99
     assert t.group_tokens == TrainConfig.group_tokens
     grouped = train_config_of(parse(["pretrain", "vanilla", "wiki.txt", "--group_tokens", "16384"]), REFERENCE, N_DOCS)
     assert (grouped.layout, grouped.group_tokens) == ("grouped", 16384)  # groups asked for: not packed
-    r = recipe_of(parse(["finetune", "vanilla", "wiki.txt", *flags]))
-    assert (r.finetune_epochs, r.finetune_epochs_scratch, r.finetune_batch, r.finetune_weight_decay) == (3, 3, 4, 0)
-    assert (r.pretrain_epochs, r.weight_decay) == (REFERENCE.pretrain_epochs, REFERENCE.weight_decay)
+    finetune_flags = [f for f in flags if f not in ("--pretrain_lr", "1e-3", "--min_truncation", "64")]
+    r = recipe_of(parse(["finetune", "vanilla", "wiki.txt", *finetune_flags]))
+    f = r.finetune
+    assert (f.max_epochs, f.max_epochs_scratch, f.batch_size, f.weight_decay) == (3, 3, 4, 0)
+    assert r.pretrain == REFERENCE.pretrain
 
 
 def test_a_checkpoints_shape_is_checked_only_when_asked(tiny_files, tmp_path):
@@ -115,6 +137,5 @@ def test_vanilla_pretraining_packs_and_the_rest_is_grouped():
     assert REFERENCE.pretrain_config(N_DOCS, 0).layout == "packed"
     assert REFERENCE.pretrain_config(N_DOCS, 0, perceiver=True).layout == "grouped"
     assert REFERENCE.finetune_config(N_DOCS, True, 0).layout == "grouped"
-    parse = build_parser().parse_args
     assert train_config_of(parse(["pretrain", "vanilla", "wiki.txt"]), REFERENCE, N_DOCS).layout == "packed"
     assert train_config_of(parse(["finetune", "vanilla", "wiki.txt"]), REFERENCE, N_DOCS).layout == "grouped"

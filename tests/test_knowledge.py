@@ -127,8 +127,10 @@ def test_probe_is_zero_before_training_and_finds_memorised_places():
 
 @pytest.mark.parametrize("budget", ["fast", "fast70", "fast430", "mixed"])
 def test_new_budgets_smoke(budget, tiny_files, tmp_path):
-    recipe = replace(BUDGETS[budget], n_layer=1, n_head=2, n_embd=16, pretrain_epochs=2, pretrain_final_epochs=2,
-                     finetune_epochs=1, probe_every=1)
+    b = BUDGETS[budget]
+    recipe = replace(b, n_layer=1, n_head=2, n_embd=16,
+                     pretrain=replace(b.pretrain, max_epochs=2, final_epochs=2, probe_every=1),
+                     finetune=replace(b.finetune, max_epochs=1))
     run = TableRun(Files(tiny_files["corpus"], tiny_files["train"], tiny_files["dev"]), recipe, tmp_path,
                    progress=False)
     results = run.run(rows=("baseline", "vanilla_pretrain"))
@@ -150,21 +152,22 @@ def test_new_budgets_smoke(budget, tiny_files, tmp_path):
                           budget_note=budget_note(recipe, 1, 2), published=None).read_text()
     assert "## When the facts arrive" in report and (tmp_path / "knowledge.png").is_file()
     assert ("| answered |" in report) == mixed
-    assert ("dropout 0 (reference 0.1)" in report) == (budget == "fast70")
-    assert ("shortest truncation 64 (reference 4)" in report) == (budget == "fast70")
+    assert ("--dropout 0.0 (reference 0.1)" in report) == (budget == "fast70")
+    assert ("--min_truncation 64 (reference 4)" in report) == (budget == "fast70")
+    assert "--shuffle" in report  # every one of these budgets shuffles
 
 
 def test_fast430_is_the_reference_shuffled_with_one_cosine_over_430_epochs():
     r = BUDGETS["fast430"]
-    assert replace(r, name="full", shuffle=False, pretrain_epochs=650, pretrain_final_epochs=200,
-                   probe_every=0) == REFERENCE
+    assert replace(r, name="full", pretrain=replace(r.pretrain, shuffle=False, max_epochs=650, final_epochs=200,
+                                                    probe_every=0)) == REFERENCE
     assert r.pretrain_config(2938, 0).final_tokens == 430 * 2938 * 128  # the H200 run cos430's
 
 
 def test_fast_is_fast430_cut_to_380_epochs_with_its_cosine_and_frozen_finetuning():
     r = BUDGETS["fast"]
-    assert replace(r, name="fast430", pretrain_epochs=430, pretrain_final_epochs=430,
-                   finetune_frozen="") == BUDGETS["fast430"]
+    assert replace(r, name="fast430", pretrain=replace(r.pretrain, max_epochs=430, final_epochs=430),
+                   finetune=replace(r.finetune, frozen="")) == BUDGETS["fast430"]
     assert r.finetune_config(2938, True, 0).frozen == "mlp|emb"
     assert r.pretrain_config(2938, 0).final_tokens == 380 * 2938 * 128  # the floor comes with the last epoch
 

@@ -25,12 +25,12 @@ def configs(recipe) -> dict:
         v = "perceiver" if perceiver else "vanilla"
         out[f"{v}.model"] = asdict(recipe.model_config(VOCAB, perceiver))
         for seed in (0, 3):
-            pairs = PAIRS if recipe.mix_pairs else 0
+            pairs = PAIRS if recipe.pretrain.mix_pairs else 0
             out[f"{v}.pretrain.seed{seed}"] = asdict(recipe.pretrain_config(N_DOCS, seed, perceiver, pairs))
             for pretrained in (False, True):
                 key = f"{v}.finetune.{'pretrained' if pretrained else 'scratch'}.seed{seed}"
                 out[key] = asdict(recipe.finetune_config(N_DOCS, pretrained, seed))
-    out["corruption"] = asdict(recipe.corruption)
+    out["corruption"] = asdict(recipe.pretrain.corruption)
     return json_roundtrip(out)
 
 

@@ -9,16 +9,17 @@ import pytest
 import torch
 
 from factgpt.checkpoint import load_checkpoint, resume_path_for
-from factgpt.cli import _refuse_unused, build_parser, recipe_of, train_config_of
-from factgpt.config import REFERENCE, Recipe
+from factgpt.cli import parse, recipe_of, train_config_of
+from factgpt.config import REFERENCE, Finetuning, Pretraining, Recipe
 from factgpt.recipes import BUDGETS, DEMO
 from factgpt.report import ROWS, RowResult, RowSummary, budget_note, compare, format_table, spread, summarize, wilson
 from factgpt.table import Files, TableRun, row_stages, same_recipe
 
 from conftest import crash_training_after_step, same_tensors
 
-RECIPE = Recipe("test", n_layer=1, n_head=2, n_embd=16, dropout=0.1, bottleneck_dim=8, pretrain_epochs=3,
-                pretrain_batch=2, pretrain_final_epochs=3, finetune_epochs=1, finetune_batch=4)
+RECIPE = Recipe("test", n_layer=1, n_head=2, n_embd=16, dropout=0.1, bottleneck_dim=8,
+                pretrain=Pretraining(max_epochs=3, batch_size=2, final_epochs=3),
+                finetune=Finetuning(max_epochs=1, batch_size=4))
 
 
 def _run(files, out, **kw) -> TableRun:
@@ -100,24 +101,22 @@ def test_summary_is_one_line_per_row_over_its_seeds():
 
 
 @pytest.mark.parametrize("recipe", [*BUDGETS.values(), DEMO,
-                                    replace(REFERENCE, name="frozen", finetune_frozen="mlp|emb"),
-                                    replace(REFERENCE, name="late_dropout", pretrain_dropout_start=100)],
+                                    replace(REFERENCE, name="frozen", finetune=Finetuning(frozen="mlp|emb")),
+                                    replace(REFERENCE, name="late", pretrain=Pretraining(dropout_start_epoch=100))],
                          ids=lambda r: r.name)
 def test_each_stage_command_line_parses_back_into_its_configs(recipe, tmp_path):
     """The report's commands cannot drift from the parser: `factgpt ARGV` builds each stage's
     TrainConfig and GPTConfig exactly."""
     files = Files(tmp_path / "wiki.txt", tmp_path / "train.tsv", tmp_path / "dev.tsv")
     n_docs, vocab = 2938, 256
-    n_mixed = 1800 if recipe.mix_pairs else 0  # pairs mixed into each pretraining epoch
-    parser = build_parser()
+    n_mixed = 1800 if recipe.pretrain.mix_pairs else 0  # pairs mixed into each pretraining epoch
     for key in ROWS[1:]:
         for seed in (0, 1):
             for stage in row_stages(key, seed, recipe, files, n_docs, vocab, n_mixed):
-                args = parser.parse_args(stage.argv())
+                args = parse(stage.argv())  # a flag its command does not take would be refused
                 assert (args.command, args.variant, args.pretrain_corpus_path) == (
                     stage.command, stage.variant, str(files.corpus))
                 assert args.reading_params_path == stage.reads
-                _refuse_unused(args)  # the recorded command passes no flag its command refuses
                 cli_recipe = recipe_of(args)
                 if stage.command == "evaluate":
                     assert (args.eval_corpus_path, args.outputs_path) == (str(files.eval), stage.outputs)
@@ -128,9 +127,10 @@ def test_each_stage_command_line_parses_back_into_its_configs(recipe, tmp_path):
                     stage.key
                 assert cli_recipe.model_config(vocab, stage.perceiver) == stage.model_config(), stage.key
                 if stage.command == "pretrain":
-                    assert cli_recipe.corruption == recipe.corruption
-                    assert (cli_recipe.mix_pairs, cli_recipe.probe_every) == (recipe.mix_pairs, recipe.probe_every)
-                if stage.command == "finetune" or recipe.mix_pairs or recipe.probe_every:
+                    assert cli_recipe.pretrain.corruption == recipe.pretrain.corruption
+                    assert (cli_recipe.pretrain.mix_pairs, cli_recipe.pretrain.probe_every) == (
+                        recipe.pretrain.mix_pairs, recipe.pretrain.probe_every)
+                if stage.command == "finetune" or recipe.pretrain.mix_pairs or recipe.pretrain.probe_every:
                     assert args.finetune_corpus_path == str(files.train)
 
 
@@ -160,8 +160,8 @@ def test_another_recipe_is_refused_even_without_checkpoints(tiny_files, tmp_path
     _run(files, tmp_path / "r")
     for ckpt in (tmp_path / "r").glob("*.safetensors"):
         ckpt.unlink()
-    other = TableRun(files, replace(RECIPE, pretrain_epochs=2, pretrain_final_epochs=2), tmp_path / "r",
-                     progress=False)
+    shorter = replace(RECIPE, pretrain=replace(RECIPE.pretrain, max_epochs=2, final_epochs=2))
+    other = TableRun(files, shorter, tmp_path / "r", progress=False)
     with pytest.raises(FactgptError, match="another recipe"):
         other.run(rows=("vanilla_pretrain",))
     assert not list((tmp_path / "r").glob("*.safetensors"))  # refused before training anything
@@ -218,7 +218,8 @@ def test_reproduce_probe_flag_sets_the_budgets_probe_only():
     from factgpt.recipes import BUDGETS, with_budget
 
     assert with_budget("full", probe_every=None) == BUDGETS["full"]
-    assert with_budget("full", probe_every=25) == replace(BUDGETS["full"], probe_every=25)
+    assert with_budget("full", probe_every=25) == replace(BUDGETS["full"],
+                                                           pretrain=replace(BUDGETS["full"].pretrain, probe_every=25))
 
 
 def test_recorded_stages_are_matched_on_what_finetuning_freezes():
@@ -229,12 +230,12 @@ def test_recorded_stages_are_matched_on_what_finetuning_freezes():
     from factgpt.config import GPTConfig, json_roundtrip
 
     model = GPTConfig(vocab_size=10).identity()
-    tconf = replace(REFERENCE, finetune_frozen="mlp|emb").finetune_config(2938, True, 0)
+    tconf = replace(REFERENCE, finetune=Finetuning(frozen="mlp|emb")).finetune_config(2938, True, 0)
     record = {"model": json_roundtrip(model), "train": json_roundtrip(asdict(tconf))}
     assert same_recipe(record, model, tconf)
     assert not same_recipe(record, model, replace(tconf, frozen=""))
     old = {"model": record["model"], "train": {k: v for k, v in record["train"].items() if k != "frozen"}}
     assert same_recipe(old, model, replace(tconf, frozen="")) and not same_recipe(old, model, tconf)
     assert "(the parameters matching /mlp|emb/ kept as pretrained) and 75 without" in budget_note(
-        replace(REFERENCE, finetune_frozen="mlp|emb"), 1, 500)
+        replace(REFERENCE, finetune=Finetuning(frozen="mlp|emb")), 1, 500)
     assert "kept as pretrained" not in budget_note(REFERENCE, 1, 500)

@@ -27,7 +27,7 @@ def test_same_seed_same_result(tiny_files, tmp_path, capsys, path):
     outs = []
     for i in range(2):
         out = tmp_path / f"run{i}.safetensors"
-        assert main(["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, *TRAIN, "--path", path,
+        assert main(["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, *TRAIN, "--engine", path,
                      "--writing_params_path", str(out)]) == 0
         outs.append(out)
     assert same_tensors(_params(outs[0]), _params(outs[1]))
@@ -39,7 +39,7 @@ def test_same_seed_same_result(tiny_files, tmp_path, capsys, path):
 def test_resume_continues_exactly(tiny_files, tmp_path, capsys, monkeypatch, path, every, crash):
     """Stopping after a resume point and resuming gives the uninterrupted run's parameters, from
     inside an epoch (step 9 of 5-batch epochs) or from its last step (step 10)."""
-    common = ["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--batch_size", "2", "--path", path]
+    common = ["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--batch_size", "2", "--engine", path]
     full = tmp_path / "full.safetensors"
     assert main([*common, "--max_epochs", "6", "--writing_params_path", str(full)]) == 0
     part = tmp_path / "part.safetensors"

@@ -86,7 +86,7 @@ def test_the_config_alone_decides_what_trains():
 
 
 def test_finetune_frozen_applies_only_after_pretraining():
-    r = replace(REFERENCE, finetune_frozen="mlp|emb")
+    r = replace(REFERENCE, finetune=replace(REFERENCE.finetune, frozen="mlp|emb"))
     assert r.finetune_config(2938, True, 0).frozen == "mlp|emb"
     assert r.finetune_config(2938, False, 0).frozen == ""  # from scratch there is nothing to keep
     assert r.pretrain_config(2938, 0).frozen == "" and REFERENCE.finetune_config(2938, True, 0).frozen == ""
@@ -246,6 +246,7 @@ def test_late_dropout_is_restored_however_training_ends():
 
 
 def test_late_dropout_scales_with_a_shorter_perceiver_pretraining():
-    r = replace(REFERENCE, pretrain_epochs=100, perceiver_pretrain_epochs=50, pretrain_dropout_start=40)
+    r = replace(REFERENCE, pretrain=replace(REFERENCE.pretrain, max_epochs=100, perceiver_epochs=50,
+                                            dropout_start_epoch=40))
     assert r.pretrain_config(10, 0).dropout_start_epoch == 40
     assert r.pretrain_config(10, 0, perceiver=True).dropout_start_epoch == 20

@@ -178,40 +178,56 @@ REFERENCE_CORRUPTION = Corruption()
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """Model and optimisation for one table: what a run of the study chooses. REFERENCE is the
-    reference recipe; the model's and the optimiser's defaults are GPTConfig's and TrainConfig's."""
-    name: str
-    # the model
-    n_layer: int = GPTConfig.n_layer
-    n_head: int = GPTConfig.n_head
-    n_embd: int = GPTConfig.n_embd
-    dropout: float = GPTConfig.embd_pdrop  # all three dropouts
-    bottleneck_dim: int = PERCEIVER_M  # the perceiver's m (the vanilla model has none)
-    # pretraining
-    pretrain_epochs: int = 650
-    pretrain_batch: int = 128
-    pretrain_lr: float = 6e-3
-    pretrain_final_epochs: float = 200.0  # cosine floor after this many epochs' tokens (ref: 200)
-    perceiver_pretrain_epochs: int | None = None  # a shorter perceiver pretraining (None: the same)
-    weight_decay: float = TrainConfig.weight_decay  # AdamW decay in pretraining
-    shuffle: bool = TrainConfig.shuffle  # a new example order every pretraining epoch (reference: file order)
+class Pretraining:
+    """What span-corruption pretraining chooses. Each field is named as the TrainConfig field it
+    becomes (and as the flag that sets it, where the reference's flags do not name it otherwise)."""
+    max_epochs: int = 650  # passes over the corpus
+    batch_size: int = 128  # examples per optimiser step
+    learning_rate: float = 6e-3  # peak rate (flag: --pretrain_lr, the reference's name)
+    # the cosine reaches its floor after this many epochs' tokens (reference: 200 of 650; past it the
+    # reference's multiplier rises again), scaled with a shorter perceiver pretraining
+    final_epochs: float = 200.0
+    final_tokens: int | None = None  # or after exactly this many tokens (None: final_epochs decides)
+    weight_decay: float = TrainConfig.weight_decay  # AdamW decay (reference: 0.1)
+    shuffle: bool = TrainConfig.shuffle  # a new example order every epoch (reference: file order)
+    dropout_start_epoch: int = 0  # epochs without dropout before the recipe's dropout applies (late dropout)
+    perceiver_epochs: int | None = None  # a shorter perceiver pretraining (None: max_epochs)
     corruption: Corruption = REFERENCE_CORRUPTION  # span-corruption parameters (reference: the defaults)
     # mix the finetuning pairs into pretraining (`mixed`), all but the probe's held-out people
     mix_pairs: bool = False
-    probe_every: int = 0  # epochs between knowledge probes during pretraining (0: none)
-    pretrain_dropout_start: int = 0  # pretraining epochs without dropout before `dropout` applies (0: none)
-    # finetuning
-    finetune_epochs: int = 10  # after pretraining
-    finetune_epochs_scratch: int = 75  # without pretraining
-    finetune_batch: int = 256
-    finetune_lr: float = 6e-4
-    finetune_weight_decay: float = TrainConfig.weight_decay  # AdamW decay in finetuning (every budget: the reference's)
-    # finetuning after pretraining leaves the parameters whose names match this regular expression as
-    # pretrained ("mlp|emb": the MLPs and both embeddings); "": none, the reference
-    finetune_frozen: str = ""
+    probe_every: int = 0  # epochs between knowledge probes (0: none)
+
+
+@dataclass(frozen=True)
+class Finetuning:
+    """What finetuning on question/answer pairs chooses; fields named as in TrainConfig."""
+    max_epochs: int = 10  # after pretraining
+    max_epochs_scratch: int = 75  # without pretraining (the same flag, --max_epochs, sets both)
+    batch_size: int = 256  # examples per optimiser step
+    learning_rate: float = 6e-4  # peak rate (flag: --finetune_lr, the reference's name)
+    # None: the reference's, which the pretraining corpus sets (200 epochs' tokens of it) for both stages
+    final_tokens: int | None = None
+    weight_decay: float = TrainConfig.weight_decay  # AdamW decay (every named recipe: the reference's)
+    shuffle: bool = TrainConfig.shuffle  # a new example order every epoch (reference: file order)
+    # parameters whose names match this regular expression stay as pretrained ("mlp|emb": the MLPs
+    # and both embeddings); "": none, the reference. From scratch nothing is pretrained: unused.
+    frozen: str = ""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Model and optimisation for one table: what a run of the study chooses. REFERENCE is the
+    reference recipe; the model's defaults are GPTConfig's, the stages' Pretraining's and Finetuning's."""
+    name: str
+    n_layer: int = GPTConfig.n_layer
+    n_head: int = GPTConfig.n_head
+    n_embd: int = GPTConfig.n_embd
+    dropout: float = GPTConfig.embd_pdrop  # all three dropouts (GPTConfig's *_pdrop)
+    bottleneck_dim: int = PERCEIVER_M  # the perceiver's m (the vanilla model has none)
     # both stages: bf16 where native (the records say which ran), else fp32
     precision: Literal["auto", "fp32", "bf16"] = TrainConfig.precision
+    pretrain: Pretraining = Pretraining()
+    finetune: Finetuning = Finetuning()
 
     def model_config(self, vocab_size: int, perceiver: bool) -> GPTConfig:
         d = self.dropout
@@ -221,36 +237,61 @@ class Recipe:
                          bottleneck_dim=self.bottleneck_dim if perceiver else None)
 
     def pretrain_epochs_of(self, perceiver: bool) -> int:
-        return self.perceiver_pretrain_epochs if perceiver and self.perceiver_pretrain_epochs else self.pretrain_epochs
+        p = self.pretrain
+        return p.perceiver_epochs if perceiver and p.perceiver_epochs else p.max_epochs
 
     def pretrain_config(self, n_pretrain_docs: int, seed: int, perceiver: bool = False,
                         n_mixed_pairs: int = 0) -> TrainConfig:
         """Pretraining on a corpus of `n_pretrain_docs` documents, with `n_mixed_pairs` finetuning
         pairs mixed into every epoch (`mix_pairs`). The cosine reaches its floor after
-        `pretrain_final_epochs` epochs' tokens, pairs included (counting documents alone would end
-        a mixed run's cosine early, and the reference's cosine then rises again), scaled with a
-        shorter perceiver pretraining."""
+        `final_epochs` epochs' tokens, pairs included (counting documents alone would end a mixed
+        run's cosine early, and the reference's cosine then rises again), scaled with a shorter
+        perceiver pretraining."""
+        p = self.pretrain
         epochs = self.pretrain_epochs_of(perceiver)
         per_epoch = n_pretrain_docs + n_mixed_pairs  # examples an epoch shows
+        final = p.final_tokens or int(p.final_epochs * epochs / p.max_epochs * per_epoch * BLOCK_SIZE)
         # Vanilla pretraining packs its rows: 5-9% faster than groups of 4096 in bf16 on AVX512-BF16
-        # cores and about 6% in fp32 on AVX2 ones (7 pairs), the same arithmetic (docs/benchmarks.md). The
-        # perceiver cannot pack (latent i reads input positions <= i, so each row starts one
-        # example), and finetuning's short questions run faster grouped, so both keep groups.
-        final = int(self.pretrain_final_epochs * epochs / self.pretrain_epochs * per_epoch * BLOCK_SIZE)
-        return TrainConfig(max_epochs=epochs, batch_size=self.pretrain_batch, learning_rate=self.pretrain_lr,
+        # cores and about 6% in fp32 on AVX2 ones, the same arithmetic (docs/speed.md). The perceiver
+        # cannot pack (latent i reads input positions <= i, so each row starts one example), and
+        # finetuning's short questions run faster grouped, so both keep groups.
+        return TrainConfig(max_epochs=epochs, batch_size=p.batch_size, learning_rate=p.learning_rate,
                            final_tokens=final, seed=seed, precision=self.precision,
-                           weight_decay=self.weight_decay, shuffle=self.shuffle,
+                           weight_decay=p.weight_decay, shuffle=p.shuffle,
                            layout="grouped" if perceiver else "packed",
-                           dropout_start_epoch=round(self.pretrain_dropout_start * epochs / self.pretrain_epochs))
+                           dropout_start_epoch=round(p.dropout_start_epoch * epochs / p.max_epochs))
 
     def finetune_config(self, n_pretrain_docs: int, pretrained: bool, seed: int) -> TrainConfig:
         """Finetuning, after pretraining or from scratch; final_tokens is the reference's, set by the
-        pretraining corpus for both stages."""
-        return TrainConfig(max_epochs=self.finetune_epochs if pretrained else self.finetune_epochs_scratch,
-                           batch_size=self.finetune_batch, learning_rate=self.finetune_lr,
-                           final_tokens=final_tokens_for(n_pretrain_docs), seed=seed, precision=self.precision,
-                           weight_decay=self.finetune_weight_decay,
-                           frozen=self.finetune_frozen if pretrained else "")  # nothing to keep from scratch
+        pretraining corpus for both stages, unless the recipe gives its own."""
+        f = self.finetune
+        return TrainConfig(max_epochs=f.max_epochs if pretrained else f.max_epochs_scratch,
+                           batch_size=f.batch_size, learning_rate=f.learning_rate,
+                           final_tokens=f.final_tokens or final_tokens_for(n_pretrain_docs), seed=seed,
+                           precision=self.precision, weight_decay=f.weight_decay, shuffle=f.shuffle,
+                           frozen=f.frozen if pretrained else "")  # nothing to keep from scratch
+
+
+def field_of(obj, path: str):
+    """The value at a dotted `path` of nested dataclasses: field_of(recipe, "pretrain.batch_size")."""
+    for name in path.split("."):
+        obj = getattr(obj, name)
+    return obj
+
+
+def with_fields(obj, values: dict[str, object]):
+    """`obj` with the fields at dotted paths replaced, nested frozen dataclasses included:
+    with_fields(recipe, {"pretrain.batch_size": 64, "n_layer": 2})."""
+    nested: dict[str, dict[str, object]] = {}
+    own = {}
+    for path, value in values.items():
+        head, _, rest = path.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            own[head] = value
+    own.update({head: with_fields(getattr(obj, head), sub) for head, sub in nested.items()})
+    return replace(obj, **own)
 
 
 REFERENCE = Recipe("full")  # the reference recipe (`factgpt reproduce --budget full`)

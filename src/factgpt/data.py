@@ -50,11 +50,12 @@ def read_text(path: str | Path) -> str:
 
 
 def split_lines(text: str) -> list[str]:
-    """Lines without their ending (\\n or \\r\\n); a final newline does not start a new line."""
+    """Lines without their ending (\\n or \\r\\n, or \\r\\r\\n from a file converted twice); a
+    final newline does not start a new line."""
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    return [ln.rstrip("\r") for ln in lines]
 
 
 def split_pair(line: str, path: str | Path | None, number: int) -> tuple[str, str]:

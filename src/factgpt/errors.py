@@ -25,3 +25,12 @@ class FactgptError(Exception):
         super().__init__(message)
         self.path = path
         self.line = line
+
+
+class Interrupted(Exception):
+    """Training stopped at a step boundary on the user's Ctrl-C, its resume point written there."""
+
+    def __init__(self, step: int, resume_path: Path) -> None:
+        super().__init__(f"interrupted at step {step}; resume point {resume_path}")
+        self.step = step
+        self.resume_path = resume_path

@@ -14,12 +14,12 @@ from factgpt.config import REFERENCE, Recipe
 # slow memorisation), a new order every epoch, batch 64 at lr 3e-3 with the cosine ending with the
 # run, and truncations of 64-112 characters, which keep the birthplace (most sit 32-63 characters
 # in) in most examples; the held-out probe every 5 epochs.
-_FAST70 = replace(REFERENCE, name="fast70", dropout=0.0, weight_decay=0.0, shuffle=True, pretrain_epochs=70,
-                  pretrain_batch=64, pretrain_lr=3e-3, pretrain_final_epochs=70,
-                  corruption=replace(REFERENCE.corruption, min_truncation=64), probe_every=5)
+_FAST70 = replace(REFERENCE, name="fast70", dropout=0.0, pretrain=replace(
+    REFERENCE.pretrain, weight_decay=0.0, shuffle=True, max_epochs=70, batch_size=64, learning_rate=3e-3,
+    final_epochs=70, corruption=replace(REFERENCE.pretrain.corruption, min_truncation=64), probe_every=5))
 
-_FAST300 = replace(REFERENCE, name="fast300", dropout=0.0, shuffle=True, pretrain_epochs=300,
-                   pretrain_final_epochs=300, probe_every=25)
+_FAST300 = replace(REFERENCE, name="fast300", dropout=0.0, pretrain=replace(
+    REFERENCE.pretrain, shuffle=True, max_epochs=300, final_epochs=300, probe_every=25))
 
 # The reference recipe as it is (dropout 0.1, lr 6e-3, batch 128, the reference corruption) but
 # shuffled and with one cosine over 430 epochs: sized for 2 hours on 2 CPU cores from the file-order
@@ -28,8 +28,8 @@ _FAST300 = replace(REFERENCE, name="fast300", dropout=0.0, shuffle=True, pretrai
 # the held-out probe of runs on a lent H200 (benchmarks/heldout_recipes.txt): at epoch 250 of 430
 # it knew 33.9% of the held-out people, against 15.6% for the reference's own schedule cut at 430
 # and 18.3% for a constant rate (one seed; level at epochs 200 and 225; docs/results.md).
-_FAST430 = replace(REFERENCE, name="fast430", shuffle=True, pretrain_epochs=430, pretrain_final_epochs=430,
-                   probe_every=25)
+_FAST430 = replace(REFERENCE, name="fast430", pretrain=replace(
+    REFERENCE.pretrain, shuffle=True, max_epochs=430, final_epochs=430, probe_every=25))
 
 # `fast`: `fast430` cut to 380 epochs (its cosine too), so that it ends within 2 hours on 2 CPU cores:
 # fast430 ran at 16.3 s an epoch alone (probe included), 430 epochs being 117 minutes before
@@ -38,7 +38,8 @@ _FAST430 = replace(REFERENCE, name="fast430", shuffle=True, pretrain_epochs=430,
 # and both embeddings as pretrained, so it can only learn to route the question to what is stored:
 # chosen on held-out people, where it answered 16.0% and 16.5% against 13.0% and 11.0% (fast430's
 # model, two finetuning seeds) and 11.5% against 9.0% (this recipe's first model).
-_FAST = replace(_FAST430, name="fast", pretrain_epochs=380, pretrain_final_epochs=380, finetune_frozen="mlp|emb")
+_FAST = replace(_FAST430, name="fast", pretrain=replace(_FAST430.pretrain, max_epochs=380, final_epochs=380),
+                finetune=replace(_FAST430.finetune, frozen="mlp|emb"))
 
 # `mixed`: `fast` with the finetuning pairs mixed into pretraining (all but the probe's 200 held-out
 # people, whom the probe asks the question instead), so that the question form is learnt while the
@@ -54,14 +55,15 @@ _FAST = replace(_FAST430, name="fast", pretrain_epochs=380, pretrain_final_epoch
 # The first `mixed`, on `fast300` over 200 epochs, stored nothing (probe 6-10%, dev 1.8%; its
 # cosine, before the schedule counted the pairs, ended at epoch 124 and rose again):
 # docs/results/mixed200/.
-_MIXED = replace(_FAST, name="mixed", pretrain_epochs=240, pretrain_final_epochs=240, mix_pairs=True,
-                 probe_every=20)
+_MIXED = replace(_FAST, name="mixed", pretrain=replace(_FAST.pretrain, max_epochs=240, final_epochs=240,
+                                                       mix_pairs=True, probe_every=20))
 
 BUDGETS = {
     # the reference recipe
     "full": REFERENCE,
     # a shortened pretraining whose cosine ends with the run (see docs/results.md)
-    "quick": replace(REFERENCE, name="quick", pretrain_epochs=100, pretrain_final_epochs=100, precision="bf16"),
+    "quick": replace(REFERENCE, name="quick", precision="bf16",
+                     pretrain=replace(REFERENCE.pretrain, max_epochs=100, final_epochs=100)),
     "fast": _FAST,
     "fast70": _FAST70,
     # the reference's optimiser and corruption without dropout, shuffled, one cosine over 300 epochs:
@@ -71,8 +73,9 @@ BUDGETS = {
     "fast430": _FAST430,
     "mixed": _MIXED,
     # seconds: checks that every stage and every report file works
-    "smoke": replace(REFERENCE, name="smoke", n_layer=2, n_head=2, n_embd=32, pretrain_epochs=1,
-                     pretrain_final_epochs=1, finetune_epochs=1, finetune_epochs_scratch=1, bottleneck_dim=8),
+    "smoke": replace(REFERENCE, name="smoke", n_layer=2, n_head=2, n_embd=32, bottleneck_dim=8,
+                     pretrain=replace(REFERENCE.pretrain, max_epochs=1, final_epochs=1),
+                     finetune=replace(REFERENCE.finetune, max_epochs=1, max_epochs_scratch=1)),
 }
 
 # One line each for `reproduce --help`.
@@ -94,16 +97,21 @@ BUDGET_ABOUT = {
 # finetuning (lr 1e-4): at 5e-4 the model memorises the finetuning answers and held-out accuracy
 # falls from 5/20 to 1/20, although the pretrained model completes "NAME was born in" correctly.
 DEMO = replace(REFERENCE, name="demo", n_layer=2, n_head=4, n_embd=256, dropout=0.0, bottleneck_dim=48,
-               pretrain_epochs=80, pretrain_batch=8, pretrain_lr=1e-3, pretrain_final_epochs=80,
-               perceiver_pretrain_epochs=40,
-               finetune_epochs=10, finetune_epochs_scratch=10, finetune_batch=16, finetune_lr=1e-4,
-               precision="bf16")
+               precision="bf16",
+               pretrain=replace(REFERENCE.pretrain, max_epochs=80, batch_size=8, learning_rate=1e-3, final_epochs=80,
+                                perceiver_epochs=40),
+               finetune=replace(REFERENCE.finetune, max_epochs=10, max_epochs_scratch=10, batch_size=16,
+                                learning_rate=1e-4))
 
 # `demo --tiny`: seconds, to check the demo's plumbing (every stage and report file), not to learn
-DEMO_TINY = replace(DEMO, name="demo-tiny", n_layer=2, n_head=2, n_embd=16, pretrain_epochs=1,
-                    pretrain_final_epochs=1, perceiver_pretrain_epochs=1, finetune_epochs=1,
-                    finetune_epochs_scratch=1, bottleneck_dim=8)
+DEMO_TINY = replace(DEMO, name="demo-tiny", n_layer=2, n_head=2, n_embd=16, bottleneck_dim=8,
+                    pretrain=replace(DEMO.pretrain, max_epochs=1, final_epochs=1, perceiver_epochs=1),
+                    finetune=replace(DEMO.finetune, max_epochs=1, max_epochs_scratch=1))
 
 
-def with_budget(name: str, **overrides) -> Recipe:
-    return replace(BUDGETS[name], **{k: v for k, v in overrides.items() if v is not None})
+def with_budget(name: str, probe_every: int | None = None) -> Recipe:
+    """The budget's recipe, probed every `probe_every` pretraining epochs where given."""
+    recipe = BUDGETS[name]
+    if probe_every is None:
+        return recipe
+    return replace(recipe, pretrain=replace(recipe.pretrain, probe_every=probe_every))

@@ -11,8 +11,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from factgpt.config import REFERENCE, Recipe
+from factgpt.config import REFERENCE, Recipe, field_of
 from factgpt.figures import pyplot, save_figure
+from factgpt.knobs import knobs_of
 from factgpt.outputs import atomic_write_text
 
 PUBLISHED = {  # the study's dev accuracy (500 questions)
@@ -272,30 +273,30 @@ def draw_knowledge(probed: dict, path: Path) -> None:
 
 def budget_note(recipe: Recipe, seeds: int, questions: int) -> str:
     """One paragraph saying how far the recipe is from the reference's (the `full` budget)."""
-    full = REFERENCE
-    share = 100 * recipe.pretrain_epochs / full.pretrain_epochs
-    perceiver = recipe.perceiver_pretrain_epochs or recipe.pretrain_epochs
-    return (f"Budget `{recipe.name}`: pretraining {recipe.pretrain_epochs} epochs ({share:.3g}% of the reference's "
-            f"{full.pretrain_epochs}; perceiver {perceiver}, m = {recipe.bottleneck_dim}), cosine learning rate "
-            f"reaching its floor after {recipe.pretrain_final_epochs:g} epochs' tokens (reference: "
-            f"{full.pretrain_final_epochs:g}); finetuning {recipe.finetune_epochs} epochs after pretraining"
-            + (f" (the parameters matching /{recipe.finetune_frozen}/ kept as pretrained)"
-               if recipe.finetune_frozen else "")
-            + f" and {recipe.finetune_epochs_scratch} without; {recipe.precision}; {seeds} seed(s); dev accuracy on "
-            f"{questions} questions, greedy decoding.{recipe_differences(recipe, full)}")
+    p, f, full = recipe.pretrain, recipe.finetune, REFERENCE
+    share = 100 * p.max_epochs / full.pretrain.max_epochs
+    return (f"Budget `{recipe.name}`: pretraining {p.max_epochs} epochs ({share:.3g}% of the reference's "
+            f"{full.pretrain.max_epochs}; perceiver {recipe.pretrain_epochs_of(True)}, m = {recipe.bottleneck_dim}), "
+            f"cosine learning rate reaching its floor after {p.final_epochs:g} epochs' tokens (reference: "
+            f"{full.pretrain.final_epochs:g}); finetuning {f.max_epochs} epochs after pretraining"
+            + (f" (the parameters matching /{f.frozen}/ kept as pretrained)" if f.frozen else "")
+            + f" and {f.max_epochs_scratch} without; {recipe.precision}; {seeds} seed(s); dev accuracy on "
+            f"{questions} questions, greedy decoding.{recipe_differences(recipe)}")
 
 
-def recipe_differences(recipe: Recipe, full: Recipe) -> str:
-    """' Unlike the reference: ...' for the pretraining settings a recipe changes ('' if none)."""
-    c, ref = recipe.corruption, full.corruption
-    diffs = [f"{name} {mine:g} (reference {theirs:g})" for name, mine, theirs in (
-        ("dropout", recipe.dropout, full.dropout), ("weight decay", recipe.weight_decay, full.weight_decay),
-        ("batch", recipe.pretrain_batch, full.pretrain_batch), ("learning rate", recipe.pretrain_lr, full.pretrain_lr),
-        ("shortest truncation", c.min_truncation, ref.min_truncation),
-        ("mask fraction", c.mask_fraction, ref.mask_fraction)) if mine != theirs]
-    diffs += ["a new example order every epoch"] if recipe.shuffle else []
-    diffs += ([f"no dropout for the first {recipe.pretrain_dropout_start} epochs (late dropout)"]
-              if recipe.pretrain_dropout_start else [])
-    diffs += (["the finetuning pairs mixed into pretraining, all but the probe's held-out people"]
-              if recipe.mix_pairs else [])
+# knobs the budget note states in its own words, or that do not change what pretraining learns
+_NOTED = ("max_epochs", "final_tokens", "precision", "bottleneck_dim", "probe_every")
+
+
+def recipe_differences(recipe: Recipe) -> str:
+    """' Pretraining unlike the reference: ...': every pretraining knob (factgpt.knobs) whose value
+    in `recipe` differs from the reference recipe's, as its flag ('' if none)."""
+    diffs = []
+    for k in knobs_of("pretrain"):
+        paths = k.paths("pretrain")
+        if not paths or k.name in _NOTED:
+            continue
+        mine, theirs = field_of(recipe, paths[0]), field_of(REFERENCE, paths[0])
+        if mine != theirs:
+            diffs.append(f"--{k.name}" if k.type is None else f"--{k.name} {mine} (reference {theirs})")
     return f" Pretraining unlike the reference: {'; '.join(diffs)}." if diffs else ""

@@ -6,7 +6,10 @@ outputs; they return what happened and never print (the CLI, demo and reproduce 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +45,7 @@ from factgpt.data import (
     read_text,
     split_lines,
 )
-from factgpt.errors import FactgptError
+from factgpt.errors import FactgptError, Interrupted
 from factgpt.evaluate import Score, predict, score
 from factgpt.model import GPT
 from factgpt.outputs import atomic_write_text
@@ -116,7 +119,24 @@ def starting_model(spec: ModelSpec, corpus: CharCorruptionDataset, corpus_path: 
     return GPT(spec.config(corpus.vocab_size))
 
 
-def _check_writable(path: str | Path) -> None:
+def resume_point(writing_params_path: str | Path, *, resume: bool = False, restart: bool = False) -> Path | None:
+    """The resume point an interrupted run writing `writing_params_path` left, if there is one and
+    `resume` asks to continue from it. Found but not asked for, it is refused in one line (continue
+    with --resume, or start over with --restart, which deletes it here), before anything is written:
+    a run must never replace an interrupted run's work without being told to."""
+    path = resume_path_for(writing_params_path)
+    if not path.exists():
+        return None
+    if resume:
+        return path
+    if restart:
+        path.unlink()
+        return None
+    raise FactgptError("an interrupted run left its resume point here", path=path,
+                       hint="continue it with --resume, or start over with --restart")
+
+
+def check_writable(path: str | Path) -> None:
     """Fail before any work when the output cannot be written (a folder in its place, a missing or
     read-only folder)."""
     if Path(path).is_dir():
@@ -150,9 +170,10 @@ def run_training(model: GPT, dataset: TrainingData, tconf: TrainConfig, corpus: 
     (model, optimizer, RNG states, position) beside it, which `resume` continues from. With a
     `probe`, the knowledge probe runs every `probe.every` epochs and after the last one; its
     results go to the TrainState (and so to resume points and records) and to TensorBoard."""
-    _check_writable(writing_params_path)
+    check_writable(writing_params_path)
     t0 = time.perf_counter()
     resume_file = resume_path_for(writing_params_path)
+    found = resume_point(writing_params_path, resume=resume)  # refused unless asked for
 
     def save(st: TrainState) -> None:
         if not is_main_process():
@@ -189,7 +210,7 @@ def run_training(model: GPT, dataset: TrainingData, tconf: TrainConfig, corpus: 
     trainer.add_callback("on_epoch_end", on_epoch_end)
     trainer.add_callback("on_checkpoint", checkpoint)
     resumed_from = None
-    if resume and resume_file.exists():
+    if found is not None:
         tensors, meta = load_training_state(resume_file)
         mine = trainer.identity()
         if meta["model"] != mine["model"] or not same_training(meta["config"], mine["config"]):
@@ -203,13 +224,41 @@ def run_training(model: GPT, dataset: TrainingData, tconf: TrainConfig, corpus: 
             raise FactgptError(f"the resume point is malformed ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
                                path=resume_file, hint="if it was edited or damaged, delete it to start over") from None
         resumed_from = trainer.state.step
-    st = trainer.train()
+    with stop_on_interrupt(trainer) as interrupted:
+        st = trainer.train()
+    if interrupted() and st.epoch < tconf.max_epochs:  # Ctrl-C: keep where the run stands, say how to go on
+        if is_main_process():
+            save_training_state(resume_file, *trainer.snapshot())
+        raise Interrupted(st.step, resume_file)
     seconds = time.perf_counter() - t0
     save(st)
     if is_main_process():
         resume_file.unlink(missing_ok=True)  # finished: nothing to resume
     return TrainOutcome(st, seconds, Path(writing_params_path), resumed_from, trainer.compile_fallback,
                         trainer.precision)
+
+
+@contextlib.contextmanager
+def stop_on_interrupt(trainer: Trainer):
+    """While training in one process, a first Ctrl-C ends training after the current step (so that
+    its resume point holds a whole step) and a second one interrupts at once. Yields a function that
+    says whether a Ctrl-C came. Under torchrun every process must stop at the same step, so there a
+    Ctrl-C interrupts at once and the last periodic resume point is where to continue."""
+    came = []
+    if trainer.world > 1 or threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def handler(signum, frame) -> None:
+        came.append(signum)
+        trainer.stop()
+        signal.signal(signal.SIGINT, previous)  # a second Ctrl-C: the usual KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(came)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def pretrain(corpus_path, spec: ModelSpec, tconf: TrainConfig, writing_params_path, *,
@@ -261,7 +310,7 @@ def evaluate(corpus_path, reading_params_path, eval_path, outputs_path, spec: Mo
     questions = questions if questions is not None else read_questions(eval_path)
     for out in (outputs_path, *(o for _, o in extra)):
         if out is not None:
-            _check_writable(out)
+            check_writable(out)
     t0 = time.perf_counter()
     preds = predict(model, questions, corpus.vocab, engine=engine, source=eval_path, progress=progress)
     seconds = time.perf_counter() - t0
@@ -272,9 +321,15 @@ def evaluate(corpus_path, reading_params_path, eval_path, outputs_path, spec: Mo
     return EvalOutcome(questions, preds, score(questions, preds), seconds)
 
 
+# A line break inside an answer (the model may write one) is written as this sign, so that the file
+# keeps one answer a line; no gold answer holds it, so scoring the file scores what the model said.
+LINE_BREAK = {"\n": "\u2424", "\r": "\u240d"}  # ␤ and ␍
+
+
 def write_predictions(path: str | Path, predictions: list[str]) -> None:
-    """One answer a line, as the reference's run.py writes them."""
-    atomic_write_text(path, "".join(p + "\n" for p in predictions))
+    """One answer a line, as the reference's run.py writes them (line breaks inside an answer as ␤)."""
+    table = str.maketrans(LINE_BREAK)
+    atomic_write_text(path, "".join(p.translate(table) + "\n" for p in predictions))
 
 
 def load_for_inference(params_path, corpus_path=None, *, n_head: int = 8, device="cpu"):

@@ -63,14 +63,20 @@ class World:
     train: list[Person]
     heldout: list[Person]
 
+    FILES = {"corpus": "corpus.txt", "train": "train.tsv", "heldout": "heldout.tsv"}
+
+    def texts(self) -> dict[str, str]:
+        """The world's three files by name, as `write` writes them."""
+        pairs = {key: "".join(f"{p.question()}\t{p.birth}\n" for p in people)
+                 for key, people in (("train", self.train), ("heldout", self.heldout))}
+        return {self.FILES["corpus"]: "".join(d + "\n" for d in self.documents),
+                **{self.FILES[key]: text for key, text in pairs.items()}}
+
     def write(self, folder: str | Path) -> dict[str, Path]:
         folder = ensure_folder(folder)
-        files = {"corpus": folder / "corpus.txt", "train": folder / "train.tsv",
-                 "heldout": folder / "heldout.tsv"}
-        atomic_write_text(files["corpus"], "".join(d + "\n" for d in self.documents))
-        for key, people in (("train", self.train), ("heldout", self.heldout)):
-            atomic_write_text(files[key], "".join(f"{p.question()}\t{p.birth}\n" for p in people))
-        return files
+        for name, text in self.texts().items():
+            atomic_write_text(folder / name, text)
+        return {key: folder / name for key, name in self.FILES.items()}
 
 
 def make_world(n_people: int = 300, n_places: int = 24, heldout_fraction: float = 0.3,

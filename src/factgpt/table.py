@@ -38,6 +38,7 @@ from factgpt.config import (
 from factgpt.data import MixedDataset, NameDataset, read_questions
 from factgpt.errors import FactgptError
 from factgpt.evaluate import most_frequent_answer, score
+from factgpt.knobs import stage_flags
 from factgpt.outputs import atomic_write_text, ensure_folder
 from factgpt.probe import ProbeSchedule
 from factgpt.report import ROWS, RowResult, Spread, spread
@@ -64,7 +65,7 @@ class Files:
 
 def stage_corruption(stage: Stage) -> Corruption | None:
     """The span corruption a pretraining stage draws with (None for the other stages)."""
-    return stage.recipe.corruption if stage.command == "pretrain" else None
+    return stage.recipe.pretrain.corruption if stage.command == "pretrain" else None
 
 
 def same_recipe(record: dict, model_identity: dict, tconf: TrainConfig,
@@ -126,32 +127,13 @@ class Stage:
             return self.recipe.pretrain_config(self.n_docs, self.seed, self.perceiver, self.n_mixed_pairs)
         return self.recipe.finetune_config(self.n_docs, self.pretrained, self.seed)
 
-    def _values(self) -> dict[str, object]:
-        """The value of every recipe flag for this stage (None: no such setting)."""
-        r, m = self.recipe, self.model_config()
-        if self.command == "evaluate":  # the model is the checkpoint's: only its m is checked
-            return {"--bottleneck_dim": m.bottleneck_dim}
-        t, c = self.train_config(), r.corruption
-        pre = self.command == "pretrain"
-        return {"--max_epochs": t.max_epochs, "--batch_size": t.batch_size,
-                "--pretrain_lr" if pre else "--finetune_lr": t.learning_rate,
-                "--final_tokens": t.final_tokens if pre else None, "--weight_decay": t.weight_decay,
-                "--n_layer": m.n_layer, "--n_head": m.n_head, "--n_embd": m.n_embd, "--seed": t.seed,
-                "--precision": t.precision, "--dropout": r.dropout, "--bottleneck_dim": m.bottleneck_dim,
-                "--min_truncation": c.min_truncation if pre else None,
-                "--max_truncation": c.max_truncation if pre else None,
-                "--mask_fraction": c.mask_fraction if pre else None,
-                "--probe_every": r.probe_every if pre else None,
-                "--dropout_start_epoch": t.dropout_start_epoch if pre else None,
-                "--finetune_frozen": None if pre else t.frozen}
-
-    # shown always; the other flags where the recipe differs from the reference
-    SHOWN = ("--max_epochs", "--batch_size", "--pretrain_lr", "--finetune_lr", "--final_tokens", "--n_layer",
-             "--n_head", "--n_embd", "--seed", "--precision", "--dropout", "--bottleneck_dim")
+    def configs(self) -> dict[str, object]:
+        """What the knobs read a stage's values from (factgpt.knobs.stage_flags)."""
+        return {"train": self.train_config(), "model": self.model_config(), "recipe": self.recipe}
 
     def argv(self) -> list[str]:
         """`factgpt` arguments that run this stage: `factgpt.cli` parses them into this stage's
-        TrainConfig and GPTConfig (tested)."""
+        TrainConfig and GPTConfig (tested). The knobs come from factgpt.knobs."""
         f = self.files
         args = [self.command, self.variant, str(f.corpus)]
         if self.reads:
@@ -160,16 +142,9 @@ class Stage:
             args += ["--eval_corpus_path", str(f.eval), "--outputs_path", self.outputs]
         else:
             args += ["--writing_params_path", self.writes]
-        reference = replace(self, recipe=REFERENCE)._values()
-        for flag, value in self._values().items():
-            if value is not None and (flag in self.SHOWN or value != reference[flag]):
-                args += [flag, str(value)]
-        if self.command != "evaluate" and self.train_config().shuffle:
-            args.append("--shuffle")
-        pre = self.command == "pretrain"
-        if pre and self.recipe.mix_pairs:
-            args.append("--mix_pairs")
-        if self.command == "finetune" or (pre and (self.recipe.mix_pairs or self.recipe.probe_every)):
+        args += stage_flags(self.command, self.configs(), replace(self, recipe=REFERENCE).configs())
+        p = self.recipe.pretrain
+        if self.command == "finetune" or (self.command == "pretrain" and (p.mix_pairs or p.probe_every)):
             args += ["--finetune_corpus_path", str(f.train)]
         return args
 
@@ -197,6 +172,37 @@ def commit() -> str:
         return "unknown"
 
 
+def read_records(path: Path) -> dict:
+    """A table folder's stage records (stages.json; none yet: {})."""
+    if not path.exists():
+        return {}
+    fresh = "use another --out, or delete the file to run every stage again"
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FactgptError(f"the stage records are not JSON ({e})", path=path, hint=fresh) from None
+    if not isinstance(records, dict):
+        raise FactgptError("the stage records are not a JSON object", path=path, hint=fresh)
+    return records
+
+
+def check_table_folder(out: str | Path, recipe: Recipe, texts: dict[str, str] | None = None) -> None:
+    """Refuse, before anything is written into `out`, a table folder that holds stage records of
+    another recipe or (`texts`: the files a run would write there, by name) other files of those
+    names, so that a folder never comes to disagree with its own report."""
+    out = Path(out)
+    others = sorted({str(r.get("recipe")) for r in read_records(out / "stages.json").values()
+                     if isinstance(r, dict) and r.get("recipe") not in (None, recipe.name)})
+    if others:
+        raise FactgptError(f"this folder holds a table of another recipe ({', '.join(others)}, not {recipe.name})",
+                           path=out, hint="use another --out, or delete the folder to start over")
+    for name, text in (texts or {}).items():
+        path = out / name
+        if path.is_file() and path.read_text(encoding="utf-8", errors="replace") != text:
+            raise FactgptError(f"{name} here differs from what this run would write (another world)", path=out,
+                               hint="use another --out, or delete the folder to start over")
+
+
 class TableRun:
     """Runs (or resumes) the table's stages into `out`, recording each one."""
 
@@ -216,24 +222,15 @@ class TableRun:
         if unknown:
             raise ValueError(f"layout takes {', '.join(LAYOUT_FIELDS)}, not {', '.join(sorted(unknown))}")
         self.records_path = self.out / "stages.json"
-        self.records: dict = {}
-        if self.records_path.exists():
-            fresh = "use another --out, or delete the file to run every stage again"
-            try:
-                self.records = json.loads(self.records_path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise FactgptError(f"the stage records are not JSON ({e})", path=self.records_path,
-                                   hint=fresh) from None
-            if not isinstance(self.records, dict):
-                raise FactgptError("the stage records are not a JSON object", path=self.records_path, hint=fresh)
-        self.corpus = load_corpus(files.corpus, corruption=recipe.corruption)
+        self.records: dict = read_records(self.records_path)
+        self.corpus = load_corpus(files.corpus, corruption=recipe.pretrain.corruption)
         self.names = load_pairs(self.corpus, files.train)
         # the pairs mixed into pretraining (`mixed`), built once: they are counted for the schedule too
-        self.mixed: NameDataset | None = mixed_pairs(self.corpus, files.train) if recipe.mix_pairs else None
+        self.mixed: NameDataset | None = mixed_pairs(self.corpus, files.train) if recipe.pretrain.mix_pairs else None
         self.n_mixed_pairs = len(self.mixed) if self.mixed is not None else 0
         self.questions = read_questions(files.eval, require_answers=True)  # scored: every line needs its answer
-        self.probe: ProbeSchedule | None = knowledge_probe(self.corpus, files.train, recipe.probe_every,
-                                                            ask=recipe.mix_pairs)
+        self.probe: ProbeSchedule | None = knowledge_probe(self.corpus, files.train, recipe.pretrain.probe_every,
+                                                            ask=recipe.pretrain.mix_pairs)
 
     def _record(self, key: str, **info) -> None:
         info.update(commit=commit(), machine=machine(self.device), recipe=self.recipe.name)
@@ -264,7 +261,7 @@ class TableRun:
                 self.say(f"{key}: done earlier, skipped")
                 return False
         if stage.command == "pretrain":
-            assert stage.recipe.mix_pairs == (self.mixed is not None), "stages come from this table's recipe"
+            assert stage.recipe.pretrain.mix_pairs == (self.mixed is not None), "stages come from this table's recipe"
             data = MixedDataset(self.corpus, self.mixed) if self.mixed is not None else self.corpus
             probe = self.probe
         else:

@@ -101,6 +101,39 @@ def answer_probability(model: GPT, vocab: Vocab, question: str, answer: str) -> 
     return math.exp(float(logp[-n:].gather(1, targets[:, None]).sum()))
 
 
+def answer_lines(model: GPT, vocab: Vocab, question: str, k: int = 5) -> list[str]:
+    """What `factgpt ask` says of one question: the greedy answer (what `evaluate` scores) with its
+    probability, then the k most probable answers by beam search."""
+    from factgpt.evaluate import ANSWER_STEPS, predict
+
+    greedy = predict(model, [Question(question, None, 1)], vocab)[0]
+    lines = [f"greedy: {greedy}  (probability {answer_probability(model, vocab, question, greedy):.2%})",
+             "most probable answers (beam search):"]
+    lines += [f"  {r.probability:7.2%}  {r.answer}" for r in rank_answers(model, vocab, question, k=k,
+                                                                          max_chars=ANSWER_STEPS)]
+    return lines
+
+
+def fill(model: GPT, vocab: Vocab, prompt: str, steps: int, *, temperature: float | None = None,
+         top_k: int | None = None, seed: int = 0) -> tuple[str, str | None]:
+    """The prompt continued for `steps` characters, greedily or (a temperature or top-k given)
+    sampled; and, for a `prefix⁇suffix⁇` prompt, the span the model filled in (else None)."""
+    from factgpt.decode import generate_reference
+    from factgpt.errors import FactgptError
+
+    if not prompt:
+        raise FactgptError("--prompt is empty", hint="give at least one character to continue")
+    if top_k is not None and top_k > len(vocab):
+        raise FactgptError(f"--top_k {top_k} is more than the vocabulary's {len(vocab)} characters")
+    ids = vocab.encode(prompt, source="--prompt")
+    out = generate_reference(model, ids, steps, temperature=temperature or 1.0, top_k=top_k,
+                             sample=temperature is not None or top_k is not None,
+                             generator=torch.Generator().manual_seed(seed))
+    text = vocab.decode(out)
+    asks_span = prompt.count(MASK_CHAR) == 2 and prompt.endswith(MASK_CHAR)
+    return text, text[len(prompt):].split(MASK_CHAR)[0] if asks_span else None
+
+
 # ----------------------------------------------------------------------------------------------
 # names
 
@@ -175,6 +208,8 @@ class Analysis:
     chance_rate: float  # wrong answers matching a random person
     n_wrong: int
     calibration: list[CalibrationBucket] = field(default_factory=list)
+    # what could not be computed from the inputs given, and why: {category or "calibration": reason}
+    missing: dict[str, str] = field(default_factory=dict)
 
 
 def known_people(finetune: list[Question], docs: list[str]) -> list[KnownPerson]:
@@ -250,16 +285,27 @@ def analyze(questions: list[Question], predictions: list[str], pretrain_text: st
         counts[cat] += 1
         rows.append(CategorizedAnswer(name, q.answer, pred, cat, similar.name if similar else None))
     calibration = calibration_buckets(rows, confidences) if confidences is not None else []
+    missing = {}
+    if not finetune:
+        missing["prior"] = ("not computed: the prior is the finetuning answers (--finetune_corpus_path), so answers "
+                            "from it count as other, and similar names are sought among pretraining documents only")
+    if confidences is None:
+        missing["calibration"] = ("not computed: it needs the checkpoint that made the predictions "
+                                  "(--reading_params_path)")
     return Analysis(rows, {c: counts.get(c, 0) for c in CATEGORIES},
                     similar_hits / n_wrong if n_wrong else 0.0, chance_hits / n_wrong if n_wrong else 0.0,
-                    n_wrong, calibration)
+                    n_wrong, calibration, missing)
 
 
 def summary_markdown(a: Analysis, *, examples: int = 3, title: str = "Where the answers come from") -> str:
     total = sum(a.counts.values())
     lines = [f"# {title}", "", "| category | count | share |", "|---|---|---|"]
     for c in CATEGORIES:
-        lines.append(f"| {c} | {a.counts[c]} | {100 * a.counts[c] / total:.1f}% |")
+        if c in a.missing:
+            lines.append(f"| {c} | - | - |")
+        else:
+            lines.append(f"| {c} | {a.counts[c]} | {100 * a.counts[c] / total:.1f}% |")
+    lines += [f"\n{what}: {why}." for what, why in a.missing.items()]
     lines += ["", f"Similar-name hypothesis: of {a.n_wrong} wrong (non-empty) answers, "
               f"{100 * a.similar_rate:.1f}% match the birthplace or a place in the document of the person with the "
               f"most similar name; a random person's gives {100 * a.chance_rate:.1f}% (chance baseline).", ""]
@@ -306,3 +352,31 @@ def accuracy_by_offset(questions: list[Question], predictions: list[str], offset
         sel = [p == q.answer for q, p, o in zip(questions, predictions, offsets) if o is not None and lo <= o < hi]
         rows.append({"from": lo, "to": hi, "n": len(sel), "correct": sum(sel)})
     return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# the `analyze` command's inputs, checked
+
+
+def analyze_files(predictions_path, eval_path, pretrain_path, finetune_path=None, params_path=None) -> Analysis:
+    """`analyze` on files: one prediction a line for each labelled question, the pretraining corpus,
+    optionally the finetuning pairs (similar names and the prior) and the checkpoint that made the
+    predictions (calibration). Wrong counts and unknown characters are refused with the file and line."""
+    from factgpt.data import read_questions, read_text, split_lines
+    from factgpt.errors import FactgptError
+    from factgpt.stages import load_for_inference
+
+    questions = read_questions(eval_path, require_answers=True)
+    preds = split_lines(read_text(predictions_path))
+    if len(preds) != len(questions):
+        raise FactgptError(f"{len(preds)} predictions for {len(questions)} questions in {eval_path}",
+                           path=predictions_path, hint="one prediction a line, in the question file's order")
+    finetune = read_questions(finetune_path, require_answers=True) if finetune_path else None
+    confidences = None
+    if params_path:
+        model, vocab = load_for_inference(params_path, pretrain_path)
+        for i, (q, p) in enumerate(zip(questions, preds), start=1):  # a character the model lacks: name its line
+            vocab.encode(q.question, source=eval_path, line=q.line)
+            vocab.encode(p, source=predictions_path, line=i)
+        confidences = [answer_probability(model, vocab, q.question, p) for q, p in zip(questions, preds)]
+    return analyze(questions, preds, read_text(pretrain_path), finetune, confidences=confidences)

@@ -133,7 +133,7 @@ def run_bench(data_dir: str | Path, *, steps: int = 4, params: str | Path | None
     runs = [("reference", default)] + [("fast", v) for v in variants]
     rows = []
     # the reference recipe's batch sizes and schedule; every row steps at the finetuning rate
-    pretrain = replace(REFERENCE.pretrain_config(len(corpus), seed), learning_rate=REFERENCE.finetune_lr)
+    pretrain = replace(REFERENCE.pretrain_config(len(corpus), seed), learning_rate=REFERENCE.finetune.learning_rate)
     finetune = REFERENCE.finetune_config(len(corpus), True, seed)
     for stage, ds, tc in (("pretrain", corpus, pretrain), ("finetune", names, finetune)):
         for path, variant in runs:
@@ -144,7 +144,8 @@ def run_bench(data_dir: str | Path, *, steps: int = 4, params: str | Path | None
     perceiver = starting_model(ModelSpec("perceiver", replace(REFERENCE, bottleneck_dim=bottleneck_dim)), corpus,
                                corpus_path, seed)
     say(f"timing pretrain perceiver m={bottleneck_dim} ({steps} steps of {pretrain.batch_size})")
-    own = replace(REFERENCE.pretrain_config(len(corpus), seed, perceiver=True), learning_rate=REFERENCE.finetune_lr)
+    own = replace(REFERENCE.pretrain_config(len(corpus), seed, perceiver=True),
+                  learning_rate=REFERENCE.finetune.learning_rate)
     r = time_training(perceiver, corpus, steps, "fast", default, own, device)  # its own layout: grouped
     r.stage, r.path = "pretrain", f"perceiver m={bottleneck_dim}, {default.label}"
     rows.append(r)
@@ -190,7 +191,7 @@ def format_report(result: BenchResult) -> str:
     vanilla = next(r for r in pre if r.path == FAST_VARIANTS[-1].label)  # the default fast path
     perceiver = pre[-1]
     ev, ep = n_documents / vanilla.examples_per_s, n_documents / perceiver.examples_per_s
-    n, batch = REFERENCE.pretrain_epochs, REFERENCE.pretrain_batch
+    n, batch = REFERENCE.pretrain.max_epochs, REFERENCE.pretrain.batch_size
     lines += ["", f"One pretraining epoch ({n_documents:,} documents) at the default settings: vanilla "
               f"{ev:.1f} s, {perceiver.path.split(',')[0]} {ep:.1f} s; the reference recipe's {n} epochs: "
               f"{n * ev / 3600:.1f} h + {n * ep / 3600:.1f} h (batch {batch}, the reference's dropout)."]
