@@ -42,7 +42,8 @@ else
     --final_tokens "$final" --shuffle --probe_every 25 --finetune_corpus_path "$data/birth_places_train.tsv" \
     --threads "$threads" --no_tensorboard --quiet --resume "$@" 2>&1 | tee -a "$out/pretrain.log"
 fi
-factgpt heldout --data_dir "$data" --params "$ck" --dropouts 0.1 --freeze '' 'mlp|emb' \
+factgpt heldout --reading_params_path "$ck" --pretrain_corpus_path "$data/wiki.txt" \
+  --finetune_corpus_path "$data/birth_places_train.tsv" --dropouts 0.1 --frozen '' 'mlp|emb' \
   --threads "$threads" 2>&1 | tee "$out/heldout_qa.txt"
 python experiments/probe_forms.py --data_dir "$data" --threads "$threads" "$ck" 2>&1 | tee "$out/probe_forms.txt"
 python experiments/probe_curve.py "$ck" 2>&1 | tee "$out/probe_curve.txt"

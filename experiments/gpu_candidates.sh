@@ -41,7 +41,9 @@ while read -r name variant ft_dropout flags; do
           [ -f "$f" ] && timeout 60 python3 experiments/probe_curve.py "$f" && break
       done
       [ $rc -eq 0 ] && timeout $((DEADLINE - SECONDS > 10 ? DEADLINE - SECONDS : 10)) python3 -m factgpt heldout \
-          --data_dir "$SHARED/data" --params "$ckpt" --dropouts "$ft_dropout" --freeze '' 'mlp|emb' --device cuda
+          --reading_params_path "$ckpt" --pretrain_corpus_path "$SHARED/data/wiki.txt" \
+          --finetune_corpus_path "$SHARED/data/birth_places_train.tsv" --dropouts "$ft_dropout" \
+          --frozen '' 'mlp|emb' --device cuda
     } > "$RUNS/$name.log" 2>&1 &
 done < "$RECIPES"
 wait

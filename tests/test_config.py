@@ -8,7 +8,7 @@ from dataclasses import fields
 import pytest
 
 from factgpt.checkpoint import save_checkpoint
-from factgpt.cli import build_parser, parse, recipe_of, train_config_of
+from factgpt.cli import build_parser, parse
 from factgpt.config import (
     BLOCK_SIZE,
     PERCEIVER_M,
@@ -21,6 +21,7 @@ from factgpt.config import (
     final_tokens_for,
 )
 from factgpt.errors import FactgptError
+from factgpt.knobs import recipe_of, train_config_of
 from factgpt.model import GPT
 from factgpt.recipes import BUDGET_ABOUT, BUDGETS, DEMO, DEMO_TINY
 from factgpt.stages import ModelSpec, load_corpus, load_model

@@ -1,5 +1,6 @@
-"""The layout documents itself truly: docs/design.md's table names every module of src/factgpt/
-and exactly the modules each one imports, and the README's layout lists every module."""
+"""The house keeps its shape: the design table names every module and exactly what each imports, the
+README's layout lists them, the study never imports the instruments, no module grows past 400
+lines, and every relative link in the README, docs/ and records/ resolves."""
 
 from __future__ import annotations
 
@@ -7,40 +8,74 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "factgpt"
-MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if not p.stem.startswith("__"))
+# "batches", ..., "lab.answers": every module but __init__ and __main__
+MODULES = sorted(".".join(p.relative_to(PACKAGE).with_suffix("").parts) for p in PACKAGE.rglob("*.py")
+                 if not p.stem.startswith("__"))
+LONGEST = 400  # lines a module may have
+
+
+def _path(module: str) -> Path:
+    return PACKAGE.joinpath(*module.split(".")).with_suffix(".py")
 
 
 def _imports(module: str) -> set[str]:
     """The factgpt modules `module` imports, at its top or inside a function."""
     found = set()
-    for node in ast.walk(ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))):
+    for node in ast.walk(ast.parse(_path(module).read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("factgpt"):
-            if node.module == "factgpt":  # from factgpt import stages
-                found |= {a.name for a in node.names if a.name in MODULES}
+            if node.module in ("factgpt", "factgpt.lab"):  # from factgpt import stages
+                prefix = node.module[len("factgpt."):] + "." if node.module != "factgpt" else ""
+                found |= {prefix + a.name for a in node.names if prefix + a.name in MODULES}
             else:
-                found.add(node.module.split(".")[1])
+                found.add(node.module[len("factgpt."):])
+        elif isinstance(node, ast.Import):
+            found |= {a.name[len("factgpt."):] for a in node.names if a.name.startswith("factgpt.")}
     return found - {module}
 
 
 def _design_table() -> dict[str, set[str]]:
     text = (ROOT / "docs" / "design.md").read_text(encoding="utf-8")
-    rows = re.findall(r"^\| `(\w+)\.py` \|[^|]*\| ([^|]*) \|$", text, re.M)  # module | what it is | may touch
+    rows = re.findall(r"^\| `([\w/]+)\.py` \|[^|]*\| ([^|]*) \|$", text, re.M)  # module | what it is | may touch
     assert len(rows) == len({module for module, _ in rows}), "a module has two rows"
-    return {module: set(re.findall(r"`(\w+)`", touches)) & set(MODULES) for module, touches in rows}
+    return {module.replace("/", "."): set(re.findall(r"`([\w.]+)`", touches)) & set(MODULES)
+            for module, touches in rows}
 
 
 def test_design_names_every_module_and_what_it_imports():
     table = _design_table()
     assert sorted(table) == MODULES
     for module in MODULES:
-        if module == "cli":  # "every module above"
-            continue
         assert table[module] == _imports(module), module
 
 
 def test_readme_layout_lists_every_module():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     layout = readme[readme.index("## Layout"):]
-    assert [m for m in MODULES if f"  {m}.py " not in layout] == []
+    assert [m for m in MODULES if f" {m.split('.')[-1]}.py" not in layout] == []
+
+
+def test_the_study_never_imports_the_instruments():
+    study = [m for m in MODULES if not m.startswith("lab.")]
+    assert {m: sorted(i for i in _imports(m) if i.startswith("lab")) for m in study} == {m: [] for m in study}
+
+
+def test_no_module_is_over_400_lines():
+    assert {m: n for m in MODULES if (n := len(_path(m).read_text(encoding="utf-8").splitlines())) > LONGEST} == {}
+
+
+def _documents() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "records").rglob("*.md")),
+            *sorted((ROOT / "experiments").rglob("*.md"))]
+
+
+@pytest.mark.parametrize("doc", _documents(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_resolves(doc: Path):
+    text = re.sub(r"```.*?```", "", doc.read_text(encoding="utf-8"), flags=re.S)  # links, not code
+    targets = re.findall(r"\]\(([^)\s]+)\)", text)
+    broken = [t for t in targets if not re.match(r"[a-z]+:|#", t)
+              and not (doc.parent / t.split("#")[0]).exists()]
+    assert broken == []

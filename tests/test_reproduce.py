@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from factgpt.checkpoint import load_checkpoint, resume_path_for
-from factgpt.cli import parse, recipe_of, train_config_of
+from factgpt.cli import parse
 from factgpt.config import REFERENCE, Finetuning, Pretraining, Recipe
+from factgpt.knobs import recipe_of, train_config_of
 from factgpt.recipes import BUDGETS, DEMO
 from factgpt.report import ROWS, RowResult, RowSummary, budget_note, compare, format_table, spread, summarize, wilson
 from factgpt.table import Files, TableRun, row_stages, same_recipe
 
-from conftest import crash_training_after_step, same_tensors
+from conftest import DATA, ROOT, crash_training_after_step, need, run, same_tensors
 
 RECIPE = Recipe("test", n_layer=1, n_head=2, n_embd=16, dropout=0.1, bottleneck_dim=8,
                 pretrain=Pretraining(max_epochs=3, batch_size=2, final_epochs=3),
@@ -239,3 +240,22 @@ def test_recorded_stages_are_matched_on_what_finetuning_freezes():
     assert "(the parameters matching /mlp|emb/ kept as pretrained) and 75 without" in budget_note(
         replace(REFERENCE, finetune=Finetuning(frozen="mlp|emb")), 1, 500)
     assert "kept as pretrained" not in budget_note(REFERENCE, 1, 500)
+
+
+@need(DATA / "wiki.txt")
+@pytest.mark.parametrize("record, argv, skipped, says", [
+    ("2026-11-28_fast", ["--budget", "fast", "--rows", "baseline", "vanilla_pretrain", "--seeds", "2"], 4,
+     "10.7% ± 4.9 (2 seeds: 14.2%, 7.2%)"),
+    ("2026-11-28_full", ["--budget", "full", "--probe_every", "25"], 5, "27.6% (138/500)"),
+])
+def test_reproduce_over_a_record_finds_its_finished_stages(record, argv, skipped, says, tmp_path, capsys):
+    """A record made by an earlier version of the code still reads back: every stage is found
+    finished and skipped, nothing trains, and the table is the record's."""
+    import shutil
+
+    out = tmp_path / record
+    shutil.copytree(ROOT / "records" / record, out)
+    code, stdout, err = run(["reproduce", "--data_dir", DATA, "--out", out, "--quiet", *argv], capsys)
+    assert code == 0, err
+    assert err.count("done earlier, skipped") == skipped and " epochs" not in err, err
+    assert says in stdout and not list(out.glob("*.safetensors"))

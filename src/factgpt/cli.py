@@ -26,20 +26,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
-import re
 import shlex
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib.metadata import entry_points, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from factgpt import knobs
-from factgpt.config import SHAPE_FIELDS, Recipe, TrainConfig, with_layout  # no torch
+from factgpt.cmdline import Command, Parser, spelling
+from factgpt.config import SHAPE_FIELDS, Recipe  # no torch
 from factgpt.errors import FactgptError, Interrupted
 from factgpt.knobs import non_negative, positive
-from factgpt.recipes import BUDGET_ABOUT, BUDGETS, DEMO, DEMO_TINY  # no torch
+from factgpt.recipes import BUDGET_ABOUT, BUDGETS  # no torch
 
 if TYPE_CHECKING:  # torch and the library load on first use, so that `--help` is quick
     import torch
@@ -47,48 +46,6 @@ if TYPE_CHECKING:  # torch and the library load on first use, so that `--help` i
     from factgpt.stages import ModelSpec, TrainOutcome
 
 VARIANTS = ("vanilla", "perceiver")
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with no abbreviated flags (`--dropout` must not stand for `--dropout_start_epoch`)
-    and a suggestion for a mistyped flag (argparse suggests by itself only from Python 3.14)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, allow_abbrev=False, **kwargs)
-
-    def error(self, message: str):
-        m = re.search(r"unrecognized arguments: (.*)", message)
-        if m:
-            flags = [o for o in self._option_string_actions if o.startswith("--")]
-            for word in m.group(1).split():
-                close = difflib.get_close_matches(word.split("=")[0], flags, n=1)
-                if word.startswith("-") and close:
-                    message += f" (did you mean {close[0]}?)"
-                    break
-        super().error(message)
-
-
-def spelling(argv: list[str]) -> list[str]:
-    """Flags in the one spelling the parsers know: `--data-dir` becomes `--data_dir`; values, and
-    everything after a bare `--`, are left as they are."""
-    out = []
-    for i, word in enumerate(argv):
-        if word == "--":
-            return out + argv[i:]
-        if word.startswith("--"):
-            name, eq, value = word.partition("=")
-            word = name.replace("-", "_").replace("__", "--", 1) + eq + value
-        out.append(word)
-    return out
-
-
-@dataclass(frozen=True)
-class Command:
-    """One `factgpt` command: its help line, what its parser takes, and what it runs."""
-    name: str
-    help: str
-    build: Callable[[argparse.ArgumentParser], None]  # adds the command's arguments to its parser
-    run: Callable[[argparse.Namespace], int]  # returns the exit code
 
 
 # -- the study's commands ---------------------------------------------------------------------------
@@ -146,46 +103,17 @@ def _demo_args(p) -> None:
     knobs.add_knobs(p, "demo")
 
 
-def recipe_of(args: argparse.Namespace) -> Recipe:
-    """The reference recipe with the recipe flags given to the command."""
-    return knobs.recipe_of(args, args.command)
-
-
-def train_config_of(args: argparse.Namespace, recipe: Recipe, n_pretrain_docs: int, world: int = 1,
-                    n_mixed_pairs: int = 0) -> TrainConfig:
-    """The recipe's TrainConfig for the command's stage, with the run's own settings: --seed,
-    --engine, --compile, --group_tokens, and shuffling under torchrun."""
-    if args.command == "pretrain":
-        tconf = recipe.pretrain_config(n_pretrain_docs, args.seed, perceiver=args.variant == "perceiver",
-                                       n_mixed_pairs=n_mixed_pairs)
-    else:
-        tconf = recipe.finetune_config(n_pretrain_docs, args.reading_params_path is not None, args.seed)
-    tconf = replace(tconf, engine=args.engine, compile=args.compile, shuffle=tconf.shuffle or world > 1)
-    return with_layout(tconf, group_tokens=args.group_tokens)
-
-
 def _writer(args, recipe: Recipe, function: str):
-    """The TensorBoard writer as a context (closed, so flushed, when training ends), or None in one
-    (`--no_tensorboard`). The reference's run name, the model's size and the start time name the
-    folder, so runs never append to one another's."""
+    """The TensorBoard writer (`--no_tensorboard`: none) under the reference's run name, with the
+    model's size, the seed and the start time, so that runs never append to one another's."""
     if args.no_tensorboard:
         return contextlib.nullcontext()
-    import time
+    from factgpt.progress import tensorboard
 
-    from torch.utils.tensorboard import SummaryWriter
     name = "%s_%s_%d_pt_lr_%f_ft_lr_%f" % (args.tb_expt_name, args.variant, recipe.bottleneck_dim,
                                            recipe.pretrain.learning_rate, recipe.finetune.learning_rate)
-    name += f"_L{recipe.n_layer}_H{recipe.n_head}_E{recipe.n_embd}_seed{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
-    log_dir = Path(args.tb_dir) / function / name
-    for n in range(2, 100):  # two runs started in the same second
-        if not log_dir.exists():
-            break
-        log_dir = log_dir.with_name(f"{name}-{n}")
-    try:
-        return SummaryWriter(log_dir=str(log_dir))
-    except OSError as e:  # a read-only folder, or a file where --tb_dir names a folder
-        raise FactgptError(f"cannot write TensorBoard logs: {e.strerror or e}", path=log_dir,
-                           hint="give another --tb_dir, or --no_tensorboard") from None
+    return tensorboard(Path(args.tb_dir) / function, f"{name}_L{recipe.n_layer}_H{recipe.n_head}_E{recipe.n_embd}"
+                       f"_seed{args.seed}")
 
 
 def _require(args, *names: str) -> None:
@@ -217,7 +145,7 @@ def _runtime(args) -> _Runtime:
     if args.engine == "reference" and fast_only:
         raise FactgptError("--group_tokens and --compile set the fast engine; `--engine reference` has no use for them",
                            hint="leave them out, or use the fast engine")
-    recipe = recipe_of(args)
+    recipe = knobs.recipe_of(args)
     # a checkpoint's shape is checked against the shape flags given; the others are the checkpoint's
     spec = ModelSpec(args.variant, recipe, pinned=tuple(f for f in SHAPE_FIELDS if getattr(args, f) is not None))
     return _Runtime(device, world, recipe, spec, progress=not args.quiet)
@@ -248,7 +176,7 @@ def _pretrain(args) -> int:
                            hint="leave it out, or add one of them")
     corpus = stages.load_corpus(args.pretrain_corpus_path, corruption=p.corruption)
     pairs = stages.mixed_pairs(corpus, args.finetune_corpus_path) if p.mix_pairs else None
-    tconf = train_config_of(args, rt.recipe, len(corpus), rt.world, n_mixed_pairs=len(pairs) if pairs else 0)
+    tconf = knobs.train_config_of(args, rt.recipe, len(corpus), rt.world, n_mixed_pairs=len(pairs) if pairs else 0)
     if tconf.dropout_start_epoch >= tconf.max_epochs:
         raise FactgptError(f"--dropout_start_epoch {tconf.dropout_start_epoch} leaves none of the "
                            f"{tconf.max_epochs} epochs with dropout", hint="give a smaller one, or --dropout 0")
@@ -270,7 +198,7 @@ def _finetune(args) -> int:
         raise FactgptError("--finetune_frozen keeps parameters as pretrained: it needs --reading_params_path",
                            hint="without a checkpoint every parameter starts at random and must train")
     corpus = stages.load_corpus(args.pretrain_corpus_path)
-    tconf = train_config_of(args, rt.recipe, len(corpus), rt.world)
+    tconf = knobs.train_config_of(args, rt.recipe, len(corpus), rt.world)
     with _writer(args, rt.recipe, "finetune") as writer:
         out = stages.finetune(args.pretrain_corpus_path, args.finetune_corpus_path, rt.spec, tconf,
                               args.writing_params_path, reading_params_path=args.reading_params_path,
@@ -354,16 +282,13 @@ def _say(message: str) -> None:
 
 
 def _demo(args) -> int:
+    from factgpt.recipes import demo_recipe
     from factgpt.runtime import resolve_device
     from factgpt.synthetic import make_world
     from factgpt.table import Files, TableRun, check_table_folder
 
-    recipe, people = (DEMO_TINY, args.people or 20) if args.tiny else (DEMO, args.people or 100)
-    if args.pretrain_epochs:  # another recipe: its name says so in the records and the report
-        recipe = replace(recipe, name=f"{recipe.name}, {args.pretrain_epochs} pretraining epochs",
-                         pretrain=replace(recipe.pretrain, max_epochs=args.pretrain_epochs,
-                                          final_epochs=args.pretrain_epochs,
-                                          perceiver_epochs=max(1, args.pretrain_epochs // 2)))
+    recipe = demo_recipe(args.tiny, args.pretrain_epochs)
+    people = args.people or (20 if args.tiny else 100)
     world = make_world(n_people=people, heldout_fraction=0.25, mentions=3, seed=args.seed)
     out = Path(args.out)
     check_table_folder(out, recipe, world.texts())  # before the world's files are written
@@ -382,25 +307,14 @@ def _reproduce(args) -> int:
     from factgpt.recipes import with_budget
     from factgpt.report import PUBLISHED, ROWS, budget_note
     from factgpt.runtime import resolve_device
-    from factgpt.table import Files, TableRun
+    from factgpt.table import TableRun, check_rows, study_files
 
-    d = Path(args.data_dir)
-    for name in ("wiki.txt", "birth_places_train.tsv", "birth_dev.tsv"):
-        if not (d / name).is_file():
-            raise FactgptError(f"{name} is missing", path=d, hint=f"run `factgpt data download --dest {d}`")
-    extra = [d / "birth_test_inputs.tsv"] if (d / "birth_test_inputs.tsv").is_file() else []
     recipe = with_budget(args.budget, probe_every=args.probe_every)
-    unknown = sorted(set(args.rows or ()) - set(ROWS))
-    if unknown:
-        raise FactgptError(f"--rows: no row named {', '.join(unknown)}", hint=f"rows: {' '.join(ROWS)}")
-    twice = sorted({r for r in args.rows or () if args.rows.count(r) > 1})
-    if twice:  # a row given twice would be counted as two seeds in the report
-        raise FactgptError(f"--rows names {', '.join(twice)} more than once", hint="name each row once")
-    table = TableRun(Files(d / "wiki.txt", d / "birth_places_train.tsv", d / "birth_dev.tsv", extra), recipe,
-                     args.out, device=resolve_device(args.device), progress=not args.quiet, log=_say,
-                     checkpoint_every=args.checkpoint_every,
-                     layout={} if args.group_tokens is None else {"group_tokens": args.group_tokens})
-    return _table(args, table, {"seeds": args.seeds, "rows": args.rows or ROWS, "first_seed": args.first_seed},
+    rows = check_rows(args.rows or ROWS)
+    layout = {} if args.group_tokens is None else {"group_tokens": args.group_tokens}
+    table = TableRun(study_files(args.data_dir), recipe, args.out, device=resolve_device(args.device),
+                     progress=not args.quiet, log=_say, checkpoint_every=args.checkpoint_every, layout=layout)
+    return _table(args, table, {"seeds": args.seeds, "rows": rows, "first_seed": args.first_seed},
                   title="factgpt reproduce: the study's table", published=PUBLISHED,
                   note=lambda run: budget_note(recipe, args.seeds, len(run.questions)))
 

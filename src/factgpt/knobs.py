@@ -3,8 +3,8 @@ sets and the stage value a table's command line shows for it.
 
 Three things are made from KNOBS, so adding a knob touches this table and the code that uses it:
 - each command's parser (`add_knobs`): a command lists and accepts only its own knobs;
-- the flags-to-recipe mapping (`recipe_of`): a given flag replaces its recipe field, the reference
-  recipe (factgpt.config.REFERENCE) decides the rest;
+- the flags-to-recipe mapping (`recipe_of`, `train_config_of`): a given flag replaces its recipe field,
+  the reference recipe (factgpt.config.REFERENCE) decides the rest;
 - a stage's command line (`stage_flags`), which `factgpt reproduce` records and which parses back
   into the same configs (tested).
 
@@ -17,9 +17,18 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from factgpt.config import BLOCK_SIZE, CHECKPOINT_EVERY, REFERENCE, Recipe, TrainConfig, field_of, with_fields
+from factgpt.config import (
+    BLOCK_SIZE,
+    CHECKPOINT_EVERY,
+    REFERENCE,
+    Recipe,
+    TrainConfig,
+    field_of,
+    with_fields,
+    with_layout,
+)
 
 TRAINING = ("pretrain", "finetune")  # the stages that train (their recipe fields are `pretrain.*`, `finetune.*`)
 STUDY = (*TRAINING, "evaluate")
@@ -210,14 +219,30 @@ def _default_text(k: Knob, command: str) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def recipe_of(args: argparse.Namespace, command: str, base: Recipe = REFERENCE) -> Recipe:
-    """`base` with every recipe knob given on the command line: each sets its fields for `command`."""
+def recipe_of(args: argparse.Namespace, command: str | None = None, base: Recipe = REFERENCE) -> Recipe:
+    """`base` with every recipe knob given on the command line: each sets its fields for `command`
+    (by default the command parsed, args.command)."""
+    command = command or args.command
     values = {}
     for k in knobs_of(command):
         value = getattr(args, k.name, None)
         if value is not None:
             values.update({path: value for path in k.paths(command)})
     return with_fields(base, values)
+
+
+def train_config_of(args: argparse.Namespace, recipe: Recipe, n_pretrain_docs: int, world: int = 1,
+                    n_mixed_pairs: int = 0) -> TrainConfig:
+    """The recipe's TrainConfig for the command's stage (pretrain, or finetune: after pretraining when
+    a checkpoint is read), with the run's own settings: --seed, --engine, --compile, --group_tokens,
+    and shuffling under torchrun (`world` processes)."""
+    if args.command == "pretrain":
+        tconf = recipe.pretrain_config(n_pretrain_docs, args.seed, perceiver=args.variant == "perceiver",
+                                       n_mixed_pairs=n_mixed_pairs)
+    else:
+        tconf = recipe.finetune_config(n_pretrain_docs, args.reading_params_path is not None, args.seed)
+    tconf = replace(tconf, engine=args.engine, compile=args.compile, shuffle=tconf.shuffle or world > 1)
+    return with_layout(tconf, group_tokens=args.group_tokens)
 
 
 def stage_flags(command: str, configs: dict[str, object], reference: dict[str, object]) -> list[str]:

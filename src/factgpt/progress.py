@@ -1,4 +1,4 @@
-"""Progress of a training stage, for people and for logs.
+"""Progress of a training stage, for people and for logs, and its TensorBoard folder.
 
 On a terminal, a tqdm bar. Where stderr is a file or a pipe (a background run, CI, nohup), a bar's
 carriage returns would make one line of megabytes, so the same figures come as one plain line every
@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
+
+from factgpt.errors import FactgptError
 
 
 def _duration(seconds: float) -> str:
@@ -50,3 +53,21 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def tensorboard(root: Path, name: str):
+    """A TensorBoard SummaryWriter (a context: closed, so flushed, at the end) in a new folder under
+    `root`: `name` and the start time, so that runs never append to one another's."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    stamp = f"{name}_{time.strftime('%Y%m%d-%H%M%S')}"
+    log_dir = root / stamp
+    for n in range(2, 100):  # two runs started in the same second
+        if not log_dir.exists():
+            break
+        log_dir = root / f"{stamp}-{n}"
+    try:
+        return SummaryWriter(log_dir=str(log_dir))
+    except OSError as e:  # a read-only folder, or a file where --tb_dir names a folder
+        raise FactgptError(f"cannot write TensorBoard logs: {e.strerror or e}", path=log_dir,
+                           hint="give another --tb_dir, or --no_tensorboard") from None

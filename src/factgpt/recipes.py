@@ -115,3 +115,14 @@ def with_budget(name: str, probe_every: int | None = None) -> Recipe:
     if probe_every is None:
         return recipe
     return replace(recipe, pretrain=replace(recipe.pretrain, probe_every=probe_every))
+
+
+def demo_recipe(tiny: bool = False, pretrain_epochs: int | None = None) -> Recipe:
+    """`factgpt demo`'s recipe (`--tiny`: DEMO_TINY); with `pretrain_epochs`, another recipe, whose
+    name says so in the records and the report (the perceiver: half as many)."""
+    recipe = DEMO_TINY if tiny else DEMO
+    if not pretrain_epochs:
+        return recipe
+    return replace(recipe, name=f"{recipe.name}, {pretrain_epochs} pretraining epochs",
+                   pretrain=replace(recipe.pretrain, max_epochs=pretrain_epochs, final_epochs=pretrain_epochs,
+                                    perceiver_epochs=max(1, pretrain_epochs // 2)))

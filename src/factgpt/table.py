@@ -172,6 +172,27 @@ def commit() -> str:
         return "unknown"
 
 
+def study_files(data_dir: str | Path) -> Files:
+    """The study's files in `data_dir`; the test inputs are predicted too where present."""
+    d = Path(data_dir)
+    for name in ("wiki.txt", "birth_places_train.tsv", "birth_dev.tsv"):
+        if not (d / name).is_file():
+            raise FactgptError(f"{name} is missing", path=d, hint=f"run `factgpt data download --dest {d}`")
+    extra = [d / "birth_test_inputs.tsv"] if (d / "birth_test_inputs.tsv").is_file() else []
+    return Files(d / "wiki.txt", d / "birth_places_train.tsv", d / "birth_dev.tsv", extra)
+
+
+def check_rows(rows) -> tuple[str, ...]:
+    """Rows of the table, each known and named once (a row given twice would count as two seeds)."""
+    unknown = sorted(set(rows) - set(ROWS))
+    if unknown:
+        raise FactgptError(f"--rows: no row named {', '.join(unknown)}", hint=f"rows: {' '.join(ROWS)}")
+    twice = sorted({r for r in rows if list(rows).count(r) > 1})
+    if twice:
+        raise FactgptError(f"--rows names {', '.join(twice)} more than once", hint="name each row once")
+    return tuple(rows)
+
+
 def read_records(path: Path) -> dict:
     """A table folder's stage records (stages.json; none yet: {})."""
     if not path.exists():

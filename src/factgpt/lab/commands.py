@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from factgpt.cli import Command
+from factgpt.cmdline import Command
 from factgpt.errors import FactgptError
 from factgpt.knobs import add_knobs, non_negative, positive
 
