@@ -30,10 +30,10 @@ def test_reference_checkpoint_loads_weights_only(reference):
     assert (c.vocab_size, c.block_size, c.n_layer, c.n_embd, c.perceiver) == (256, 128, 4, 256, False)
 
 
-@pytest.mark.parametrize("impl", ["explicit", "sdpa"])
+@pytest.mark.parametrize("impl", ["reference", "fast"])
 def test_logits_match_the_reference(reference, impl):
     _, model = reference
-    model.set_attention(impl)
+    model.set_engine(impl)
     ids = torch.from_numpy(np.load(CONFORMANCE / "input_ids.npy"))
     want = torch.from_numpy(np.load(CONFORMANCE / "logits.npy"))
     with torch.no_grad():
@@ -51,7 +51,7 @@ def test_vocabulary_is_the_reference_one():
 
 def test_greedy_predictions_match_the_reference_line_for_line(reference):
     _, model = reference
-    model.set_attention("sdpa")
+    model.set_engine("fast")
     questions = read_questions(DATA / "birth_dev.tsv")
     vocab = CharCorruptionDataset(read_text(DATA / "wiki.txt"), 128).vocab
     preds = predict(model, questions, vocab, engine="fast")

@@ -32,9 +32,9 @@ def reference() -> GPT:
 
 
 @need(REF)
-@pytest.mark.parametrize("impl", ["explicit", "sdpa"])
+@pytest.mark.parametrize("impl", ["reference", "fast"])
 def test_reference_logits_on_cuda(reference, impl):
-    reference.set_attention(impl)
+    reference.set_engine(impl)
     ids = torch.from_numpy(np.load(CONFORMANCE / "input_ids.npy")).to(CUDA)
     want = torch.from_numpy(np.load(CONFORMANCE / "logits.npy"))
     with torch.no_grad():
@@ -46,7 +46,7 @@ def test_reference_logits_on_cuda(reference, impl):
 @need(REF)
 def test_reference_greedy_answers_on_cuda(reference):
     """The 500 dev answers of the reference checkpoint, batched with the KV cache on the GPU."""
-    reference.set_attention("sdpa")
+    reference.set_engine("fast")
     questions = read_questions(DATA / "birth_dev.tsv")
     vocab = CharCorruptionDataset(read_text(DATA / "wiki.txt"), 128).vocab
     preds = predict(reference, questions, vocab, engine="fast")

@@ -12,10 +12,10 @@ from factgpt.decode import generate_batched, generate_reference
 from factgpt.model import GPT, KVCache
 
 
-def perceiver(m: int, impl: str = "sdpa", seed: int = 0) -> GPT:
+def perceiver(m: int, impl: str = "fast", seed: int = 0) -> GPT:
     torch.manual_seed(seed)
     model = GPT(GPTConfig(vocab_size=40, block_size=32, n_layer=3, n_head=2, n_embd=16, perceiver=True,
-                          bottleneck_dim=m, attn_impl=impl)).eval()
+                          bottleneck_dim=m, engine=impl)).eval()
     with torch.no_grad():  # spread the weights out: the 0.02 init gives near-tied logits
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.3)
@@ -28,7 +28,7 @@ def prompts_of(lengths, seed=1):
 
 
 @pytest.mark.parametrize("m", [3, 8])
-@pytest.mark.parametrize("impl", ["sdpa", "explicit"])
+@pytest.mark.parametrize("impl", ["fast", "reference"])
 def test_cached_logits_match_the_full_forward_at_every_step(m, impl):
     # lengths below, at and above m in one batch, left-padded as decode does; 10 steps cross m
     model = perceiver(m, impl)
@@ -59,7 +59,7 @@ def test_cached_logits_match_the_full_forward_at_every_step(m, impl):
 
 
 @pytest.mark.parametrize("m", [3, 8])
-@pytest.mark.parametrize("impl", ["sdpa", "explicit"])
+@pytest.mark.parametrize("impl", ["fast", "reference"])
 def test_batched_answers_are_the_one_at_a_time_answers(m, impl):
     model = perceiver(m, impl)
     head = [5, 6, 7, 8]  # a shared prefix, as "Where was " in the study's questions
@@ -98,8 +98,8 @@ def test_batched_answers_stop_where_the_full_answer_has_the_stop_id():
         assert g == (p + new[: new.index(stop) + 1] if stop in new else f)
 
 
-@pytest.mark.parametrize("engine, impl", [("reference", "explicit"), ("fast", "sdpa")])
-def test_predict_decodes_with_its_engines_attention_and_restores_the_models(engine, impl, monkeypatch):
+@pytest.mark.parametrize("engine", ["reference", "fast"])
+def test_predict_decodes_with_its_engines_attention_and_restores_the_models(engine, monkeypatch):
     from factgpt.data import Question, Vocab
     from factgpt.evaluate import predict
     from factgpt.model import Attention
@@ -108,13 +108,13 @@ def test_predict_decodes_with_its_engines_attention_and_restores_the_models(engi
     forward = Attention.forward
 
     def spy(self, *a, **k):
-        seen.add(self.impl)
+        seen.add(self.engine)
         return forward(self, *a, **k)
 
     monkeypatch.setattr(Attention, "forward", spy)
     vocab = Vocab.from_text("Where was ab born?")
     model = GPT(GPTConfig(vocab_size=len(vocab), block_size=32, n_layer=2, n_head=2, n_embd=16)).eval()
-    model.set_attention("explicit" if impl == "sdpa" else "sdpa")  # the other one, as mid-training
-    before = model.config.attn_impl
+    model.set_engine("reference" if engine == "fast" else "fast")  # the other one, as mid-training
+    before = model.config.engine
     predict(model, [Question("Where was ab born?", None, 1)], vocab, engine=engine)
-    assert seen == {impl} and model.config.attn_impl == before
+    assert seen == {engine} and model.config.engine == before

@@ -54,7 +54,7 @@ def test_same_seed_same_mask():
 def test_fast_dropout_module():
     x = torch.ones(1000, 1000)
     d = Dropout(0.25)
-    d.fast = True
+    d.engine = "fast"
     y = d(x)
     kept = y != 0
     assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.75))  # survivors scaled by 1/keep

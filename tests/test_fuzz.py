@@ -148,7 +148,7 @@ def _tiny_checkpoint(path):
                                   lambda m: m["config"].update(n_head=0), lambda m: m["vocab"].pop(),
                                   lambda m: m["config"].update(attn_pdrop=1.5),
                                   lambda m: m["config"].update(n_layer=1.0),
-                                  lambda m: m["config"].update(attn_impl="fast")])
+                                  lambda m: m["config"].update(engine="turbo")])
 def test_a_hand_edited_checkpoint_header_is_one_clear_error(edit, tmp_path):
     import json
 

@@ -61,7 +61,7 @@ def test_sdpa_and_explicit_attention_agree():
     x = torch.randint(2, 40, (3, 32))
     with torch.no_grad():
         a, _ = model(x)
-        model.set_attention("explicit")
+        model.set_engine("reference")
         b, _ = model(x)
     assert torch.allclose(a, b, atol=1e-5)
 

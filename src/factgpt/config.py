@@ -33,10 +33,10 @@ class GPTConfig:
     attn_pdrop: float = 0.1  # dropout on attention weights
     perceiver: bool = False  # the learned-basis (Perceiver-style) variant
     bottleneck_dim: int | None = None  # m, the latent length of the perceiver (None for vanilla)
-    # How attention is computed; a runtime choice that does not change the parameters:
-    # "sdpa" is torch's fused scaled_dot_product_attention, "explicit" the reference's
-    # masked softmax (kept to measure against and to prove both agree).
-    attn_impl: Literal["sdpa", "explicit"] = "sdpa"
+    # How the model computes, a choice of the run that changes no parameter (TrainConfig.engine,
+    # `--engine`): "fast" (fused attention, fast dropout masks) or "reference" (the reference's
+    # explicit masked softmax and torch's dropout masks, kept to measure against and to prove both agree).
+    engine: Literal["fast", "reference"] = "fast"
 
     def __post_init__(self) -> None:
         # a checkpoint's header is JSON that may have been edited: the types are checked too
@@ -47,8 +47,8 @@ class GPTConfig:
             p = getattr(self, name)
             if type(p) not in (int, float) or not 0 <= p < 1:
                 raise FactgptError(f"{name} must be a number in [0, 1), not {p!r}")
-        if self.attn_impl not in ("sdpa", "explicit"):
-            raise FactgptError(f"attn_impl must be sdpa or explicit, not {self.attn_impl!r}")
+        if self.engine not in ("fast", "reference"):
+            raise FactgptError(f"engine must be fast or reference, not {self.engine!r}")
         if min(self.n_layer, self.n_head, self.n_embd, self.vocab_size, self.block_size) < 1:  # before n_embd % n_head
             raise FactgptError("n_layer, n_head, n_embd, vocab_size and block_size must be positive")
         if self.n_embd % self.n_head:
@@ -67,7 +67,7 @@ class GPTConfig:
     def identity(self) -> dict:
         """The fields that decide the parameters' shapes and meaning (what a checkpoint pins)."""
         d = asdict(self)
-        d.pop("attn_impl")
+        d.pop("engine")
         return d
 
 

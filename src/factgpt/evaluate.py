@@ -60,8 +60,8 @@ def predict(model: GPT, questions: list[Question], vocab: Vocab, *, engine: str 
     if engine not in ("fast", "reference"):
         raise ValueError(f"no engine {engine!r}: fast or reference")
     prompts = encode_prompts(questions, vocab, model.get_block_size(), source)
-    before = model.config.attn_impl
-    model.set_attention("sdpa" if engine == "fast" else "explicit")
+    before = model.config.engine
+    model.set_engine(engine)
     try:
         if engine == "fast":
             outs = generate_batched(model, prompts, ANSWER_STEPS)
@@ -69,7 +69,7 @@ def predict(model: GPT, questions: list[Question], vocab: Vocab, *, engine: str 
             it = progress(prompts) if progress else prompts
             outs = [generate_reference(model, p, ANSWER_STEPS) for p in it]
     finally:
-        model.set_attention(before)
+        model.set_engine(before)
     return [answer_from(vocab.decode(o)) for o in outs]
 
 

@@ -53,10 +53,10 @@ def keep_mask(shape: torch.Size | tuple[int, ...], keep: float, device=None) -> 
 class Dropout(nn.Dropout):
     """nn.Dropout, or (fast=True) the same distribution with masks from `keep_mask`."""
 
-    fast: bool = False  # set by GPT.set_attention: the fast computation uses keep_mask
+    engine: str = "reference"  # set by GPT.set_engine: the fast engine draws its masks with keep_mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.fast and self.training and self.p > 0):
+        if not (self.engine == "fast" and self.training and self.p > 0):
             return super().forward(x)
         if self.p >= 1:
             return torch.zeros_like(x)
@@ -76,7 +76,7 @@ class Attention(nn.Module):
         self.resid_drop = Dropout(config.resid_pdrop)
         self.proj = nn.Linear(config.n_embd, config.n_embd)
         self.n_head = config.n_head
-        self.impl = config.attn_impl
+        self.engine = config.engine
 
     def heads(self, t: torch.Tensor) -> torch.Tensor:
         B, T, C = t.shape
@@ -96,7 +96,7 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.append(layer, k, v)  # (B, nh, Tpast+Tk, hs)
         dropping = self.training and self.attn_drop.p > 0
-        if self.impl == "sdpa" and not dropping:
+        if self.engine == "fast" and not dropping:
             # fused attention; no mask means causal (SDPA's is_causal is the same top-left corner)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         else:
@@ -215,7 +215,7 @@ class GPT(nn.Module):
         self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.block_size = config.block_size
         self.apply(self._init_weights)
-        self.set_attention(config.attn_impl)
+        self.set_engine(config.engine)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -230,15 +230,13 @@ class GPT(nn.Module):
     def get_block_size(self) -> int:
         return self.block_size
 
-    def set_attention(self, impl: str) -> None:
-        """Switch between the fast computation ("sdpa": fused attention, fast dropout masks) and
-        the reference's ("explicit": masked softmax, torch's Bernoulli masks); same parameters."""
-        self.config.attn_impl = impl
+    def set_engine(self, engine: str) -> None:
+        """Switch between the fast computation ("fast": fused attention, fast dropout masks) and
+        the reference's ("reference": masked softmax, torch's Bernoulli masks); same parameters."""
+        self.config.engine = engine
         for m in self.modules():
-            if isinstance(m, Attention):
-                m.impl = impl
-            elif isinstance(m, Dropout):
-                m.fast = impl == "sdpa"
+            if isinstance(m, (Attention, Dropout)):
+                m.engine = engine
 
     def set_dropout(self, p: float) -> None:
         """All three dropouts to `p`, in the config (which a checkpoint records) and every module.

@@ -142,7 +142,7 @@ class Trainer:
         self.callbacks: defaultdict[str, list[Callable[[Trainer], None]]] = defaultdict(list)
         self.should_stop = False
         fast = config.engine == "fast"
-        model.set_attention("sdpa" if fast else "explicit")
+        model.set_engine(config.engine)
         model.to(self.device)
         self.frozen = freeze(model, config.frozen)  # before DDP and the optimiser see the parameters
         self._dropouts = [(m, m.p) for m in model.modules() if isinstance(m, torch.nn.Dropout)]  # own rates

@@ -102,7 +102,7 @@ def time_training(model: GPT, ds, steps: int, path: str, variant: Variant, base:
         t = Trainer(model, FirstN(ds, n_steps * base.batch_size), tc, device=device, progress=False)
         for m in model.modules():
             if isinstance(m, Dropout) and variant.torch_dropout:
-                m.fast = False
+                m.engine = "reference"
         return t
 
     trainer(1).train()  # warm-up: first-call allocations, kernel selection
