@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,16 @@ LONG = "".join(chr(ord("a") + (i * 7) % 26) for i in range(300))  # one 300-char
 
 PEOPLE = [("Ada Brook", "Paris"), ("Bo Carr", "Lima"), ("Cy Dunn", "Oslo"), ("Di Ekberg", "Rome"),
           ("Ed Fahy", "Kyiv"), ("Flo Gant", "Bern"), ("Gus Hale", "Riga"), ("Hal Ives", "Doha")]
+
+
+def pytest_configure(config) -> None:
+    """CI sets FACTGPT_REQUIRE_SHARED=1 (.ci/run): there the study's data and the conformance files
+    must be present, so that the proof of faithfulness runs instead of being skipped."""
+    if os.environ.get("FACTGPT_REQUIRE_SHARED") == "1":
+        missing = [str(p) for p in (DATA / "wiki.txt", CONFORMANCE / "vanilla_ref.params") if not p.exists()]
+        if missing:
+            pytest.exit(f"FACTGPT_REQUIRE_SHARED=1 but {', '.join(missing)} is missing: the conformance "
+                        "tests would be skipped", returncode=1)
 
 
 def tiny_corpus() -> str:
@@ -61,15 +72,16 @@ def same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def crash_training_after_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
-    """Give every Trainer an on_step_end callback that raises KeyboardInterrupt at the end of
-    `step`, after that step's resume point is written (on_checkpoint comes first), as a run
-    killed there would leave it; `monkeypatch.undo()` trains normally again."""
+def crash_training_after_step(monkeypatch: pytest.MonkeyPatch, step: int, stage: str = "") -> None:
+    """Give every Trainer (of a stage whose label ends with `stage`) an on_step_end callback that
+    raises KeyboardInterrupt at the end of `step`, after that step's resume point is written
+    (on_checkpoint comes first), as a run killed there would leave it; `monkeypatch.undo()` trains
+    normally again."""
     import factgpt.train as train_mod
     real_init = train_mod.Trainer.__init__
 
     def crash(trainer) -> None:
-        if trainer.state.step == step:
+        if trainer.state.step == step and trainer.label.endswith(stage):
             raise KeyboardInterrupt
 
     def init(self, *args, **kwargs) -> None:
@@ -97,6 +109,22 @@ def usage_error(argv, capsys, *needles: str) -> str:
     for n in needles:
         assert n in err, err
     return err
+
+
+def markdown_tables(text: str) -> list[list[list[str]]]:
+    """Every table of a markdown text as rows of cells, split on the | that are not escaped; each row
+    must have its header's number of cells (else a cell's | broke the table)."""
+    tables, rows = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            rows.append([c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]])
+        elif rows:
+            tables.append(rows)
+            rows = []
+    for t in tables:
+        assert all(len(r) == len(t[0]) for r in t), t
+        assert set("".join(t[1])) <= set("-: "), t  # the header's rule
+    return tables
 
 
 def one_clear_line(code: int, err: str, *needles: str) -> None:

@@ -6,7 +6,7 @@ from factgpt.cli import main
 from factgpt.data import Question
 from factgpt.lab.answers import analyze, answer_probability, rank_answers, trigrams
 
-from conftest import TINY, one_clear_line, run
+from conftest import TINY, markdown_tables, one_clear_line, run
 
 CORPUS = "\n".join([
     "Ann Lee. Ann Lee was born in Paris and worked in Rome.",
@@ -118,8 +118,16 @@ def test_analyze_cli_writes_outputs(tiny_files, tmp_path, capsys):
                  "--reading_params_path", str(params), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "| correct |" in text and "Calibration" in text and "chance baseline" in text
+    assert "not computed" not in text  # every input given: everything computed
+    markdown_tables(text)
     for name in ("summary.md", "categories.tsv", "categories.png"):
         assert (out / name).is_file()
+    # without the finetuning pairs and the checkpoint: what cannot be computed says so, nothing is written
+    code, stdout, err = run(["analyze", "--predictions_path", preds, "--eval_corpus_path", f["dev"],
+                             "--pretrain_corpus_path", f["corpus"]], capsys)
+    assert code == 0 and "| prior | - | - |" in stdout and "prior: not computed" in stdout, stdout
+    assert "calibration: not computed" in stdout and "(no --out: nothing written)" in err
+    markdown_tables(stdout)
     preds.write_text("Paris\n", encoding="utf-8")
     assert main(["analyze", "--predictions_path", str(preds), "--eval_corpus_path", str(f["dev"]),
                  "--pretrain_corpus_path", str(f["corpus"])]) == 1

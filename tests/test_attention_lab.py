@@ -10,6 +10,8 @@ import torch
 from factgpt.cli import main
 from factgpt.lab.attention import copy_threshold, layer_output, orthonormal, run_lab
 
+from conftest import markdown_tables
+
 
 @pytest.fixture(scope="module")
 def lab():
@@ -64,4 +66,7 @@ def test_cli_writes_report_and_figures(tmp_path, capsys):
     assert capsys.readouterr().out.count("PASS") == 6
     for name in ("report.md", "copy_average.png", "heads_spread.png", "recovery.png"):
         assert (tmp_path / name).is_file()
-    assert "every one of 300 samples" in (tmp_path / "report.md").read_text()  # the prose counts this run's samples
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "every one of 300 samples" in report  # the prose counts this run's samples
+    (checks,) = markdown_tables(report)  # the criteria's |c - v| are escaped: one table, 4 cells a row
+    assert len(checks) == 8 and checks[2][-1] == "PASS"

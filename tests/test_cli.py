@@ -12,7 +12,7 @@ from factgpt.checkpoint import load_checkpoint
 from factgpt.cli import build_parser, commands, main, parse
 from factgpt.config import PERCEIVER_M
 
-from conftest import DATA, TINY, TINY_EVAL, need, one_clear_line, run, usage_error
+from conftest import DATA, TINY, TINY_EVAL, markdown_tables, need, one_clear_line, run, usage_error
 
 # each study command's flags (README, "The study's commands"), and none of the others'
 MODEL_FLAGS = ["--n_layer", "--n_head", "--n_embd", "--bottleneck_dim"]
@@ -263,6 +263,23 @@ def test_demo_tiny_writes_the_table_and_report(tmp_path, capsys):
     code, _, err = run(["demo", "--tiny", "--quiet", "--out", tmp_path / "s3", "--seed", "3"], capsys)
     assert code == 0 and (tmp_path / "s3" / "vanilla_pretrain_seed3.heldout.predictions").is_file(), err
     assert "recipe `demo-tiny`" in (out / "report.md").read_text()  # the report names what ran
+    markdown_tables((out / "report.md").read_text(encoding="utf-8"))  # every table reads back
+    # another recipe into this folder is refused before a file is written: the folder keeps its world
+    world = {name: (out / name).read_bytes() for name in ("corpus.txt", "train.tsv", "heldout.tsv")}
+    one_clear_line(*run(["demo", "--quiet", "--out", out], capsys)[::2], "another recipe", "demo-tiny")
+    one_clear_line(*run(["demo", "--tiny", "--quiet", "--out", out, "--people", "24"], capsys)[::2],
+                   "another world")
+    assert world == {name: (out / name).read_bytes() for name in world}
+
+
+def test_predictions_keep_one_line_per_question_whatever_the_model_writes(tmp_path):
+    from factgpt.data import split_lines
+    from factgpt.stages import write_predictions
+
+    path = tmp_path / "p.predictions"
+    write_predictions(path, ["Paris", "Lon\ndon", "a\r\nb", ""])
+    lines = split_lines(path.read_text(encoding="utf-8"))
+    assert lines == ["Paris", "Lon\u2424don", "a\u240d\u2424b", ""]  # one a question, the breaks shown
 
 
 @pytest.mark.parametrize("argv", [["sample", "--reading_params_path", "x", "--prompt", "a", "--temperature", "0"],
@@ -384,6 +401,7 @@ def test_reproduce_smoke_on_real_data_writes_every_file(tmp_path, capsys):
     assert "Budget `smoke`" in report
     assert "## What the models answer" in report and "'London', 500 of 500" in report
     assert len((out / "vanilla_pretrain_seed0.birth_dev.predictions").read_text().splitlines()) == 500
+    markdown_tables(report)  # every table reads back, the commands' | included
 
 
 def test_reproduce_without_data_says_how_to_get_it(tmp_path, capsys):
@@ -424,3 +442,21 @@ def test_a_flag_the_command_would_ignore_is_refused(command, flag, tiny_files, c
         argv += ["--writing_params_path", tmp_path / "y", "--finetune_corpus_path", tiny_files["train"]]
     usage_error(argv, capsys, f"unrecognized arguments: {flag[0]}")
     assert not (tmp_path / "y").exists()
+
+
+def test_one_convention_both_spellings_a_version_and_suggestions(capsys):
+    assert parse(["reproduce", "--data-dir", "d", "--first-seed", "2"]).data_dir == "d"  # hyphens work too
+    assert parse(["reproduce", "--data_dir", "d", "--first_seed", "2"]).first_seed == 2
+    assert parse(["bench", "--decode-sample", "3"]).decode_sample == 3
+    # flags and positionals in any order (ask's question after an option once gave the top-level usage)
+    args = parse(["ask", "--reading_params_path", "c", "--pretrain_corpus_path", "w.txt", "Where was X born?"])
+    assert (args.question, args.reading_params_path) == ("Where was X born?", "c")
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("factgpt ")
+    usage_error(["pretrain", "vanilla", "w.txt", "--max_epoch", "3"], capsys, "did you mean --max_epochs?")
+    usage_error(["evalute"], capsys, "no command 'evalute' (did you mean evaluate?)")
+    usage_error(["ask", "--reading_params_path", "c", "--k", "3"], capsys, "unrecognized arguments: --k")
+    # the same name for the same thing across commands
+    for command in ("ask", "sample", "analyze", "bench", "heldout", "evaluate", "finetune", "pretrain"):
+        assert "--reading_params_path" in build_parser()._subparsers._group_actions[0].choices[command].format_help()

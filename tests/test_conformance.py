@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -30,15 +32,23 @@ def test_reference_checkpoint_loads_weights_only(reference):
     assert (c.vocab_size, c.block_size, c.n_layer, c.n_embd, c.perceiver) == (256, 128, 4, 256, False)
 
 
-@pytest.mark.parametrize("impl", ["reference", "fast"])
-def test_logits_match_the_reference(reference, impl):
+# The tolerances docs/design.md states. The reference engine's arithmetic is the reference's: with
+# torch's AVX512 kernels (the ones that made logits.npy) the logits are equal to the last bit, with
+# other kernels (AVX2) the matmuls sum in another order (measured 1.9e-6). Fused attention sums in
+# its own order everywhere (measured 2.4e-6).
+TOLERANCE = {"reference": 0.0 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 5e-6,
+             "fast": 5e-6}
+
+
+@pytest.mark.parametrize("engine", ["reference", "fast"])
+def test_logits_match_the_reference(reference, engine):
     _, model = reference
-    model.set_engine(impl)
+    model.set_engine(engine)
     ids = torch.from_numpy(np.load(CONFORMANCE / "input_ids.npy"))
     want = torch.from_numpy(np.load(CONFORMANCE / "logits.npy"))
     with torch.no_grad():
         got, _ = model(ids)
-    assert (got - want).abs().max().item() < 1e-4
+    assert (got - want).abs().max().item() <= TOLERANCE[engine]
 
 
 def test_vocabulary_is_the_reference_one():
@@ -66,3 +76,16 @@ def test_one_at_a_time_decoding_matches_on_a_sample(reference):
     vocab = CharCorruptionDataset(read_text(DATA / "wiki.txt"), 128).vocab
     want = (CONFORMANCE / "vanilla_ref.dev.predictions").read_text(encoding="utf-8").split("\n")[:4]
     assert predict(model, questions, vocab, engine="reference") == want
+
+
+def test_ci_fails_rather_than_skip_the_proof_when_the_files_are_missing(tmp_path):
+    """Where FACTGPT_REQUIRE_SHARED=1 (CI), a missing ../shared ends the run with an error: the
+    conformance tests are the only proof of faithfulness and must not pass by being skipped."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FACTGPT_SHARED": str(tmp_path / "nowhere"), "FACTGPT_REQUIRE_SHARED": "1"}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "vocabulary"],
+                       capture_output=True, text=True, env=env, timeout=120, cwd=Path(__file__).parent.parent)
+    assert r.returncode != 0 and "FACTGPT_REQUIRE_SHARED=1" in r.stdout + r.stderr

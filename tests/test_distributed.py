@@ -15,8 +15,9 @@ from factgpt.stages import load_corpus
 from conftest import TINY
 
 
-def _two_and_one(common: list[str], tmp_path):
-    """Train with 2 gloo processes, then with 1, on the same flags: (two, one, rank-0 stdout)."""
+def _two_and_one(common: list[str], tmp_path, one_more: tuple[str, ...] = ()):
+    """Train with 2 gloo processes, then with 1, on the same flags (the one process with `one_more`
+    too): (two, one, rank-0 stdout)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     two, one = tmp_path / "two.safetensors", tmp_path / "one.safetensors"
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -24,7 +25,7 @@ def _two_and_one(common: list[str], tmp_path):
                        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert two.exists()
-    r1 = subprocess.run([sys.executable, "-m", "factgpt", *common, "--writing_params_path", str(one)],
+    r1 = subprocess.run([sys.executable, "-m", "factgpt", *common, *one_more, "--writing_params_path", str(one)],
                         capture_output=True, text=True, env=env, timeout=300)
     assert r1.returncode == 0, r1.stderr[-2000:]
     return load_checkpoint(two), load_checkpoint(one), r.stdout
@@ -38,12 +39,51 @@ def _assert_same_training(a, b) -> None:
 
 
 def test_two_processes_match_one(tiny_files, tmp_path):
-    common = ["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--device", "cpu", "--dropout", "0", "--shuffle",
+    """Two processes always shuffle (a seeded order per epoch), so without --shuffle they train as one
+    process does with it."""
+    common = ["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--device", "cpu", "--dropout", "0",
               "--max_epochs", "3", "--batch_size", "4", "--seed", "3", "--checkpoint_every", "0",
               "--precision", "fp32"]
-    a, b, stdout = _two_and_one(common, tmp_path)
+    a, b, stdout = _two_and_one(common, tmp_path, one_more=("--shuffle",))
     assert stdout.count("pretrain: 3 epochs") == 1  # rank 0 alone reports
     _assert_same_training(a, b)
+
+
+@pytest.mark.parametrize("layout", ["packed", "grouped"])
+def test_each_process_trains_on_its_slice_and_the_slices_make_the_mean(layout):
+    """Under torchrun every process draws the same global batch and keeps its slice; each slice's
+    loss is scaled so that DDP's average over the processes is the global batch's mean loss."""
+    from factgpt.batches import Batches
+    from factgpt.config import GPTConfig, TrainConfig
+    from factgpt.data import CharCorruptionDataset
+    from factgpt.model import GPT
+    from factgpt.train import Trainer
+
+    from conftest import tiny_corpus
+
+    def batches(world: int, rank: int) -> Batches:
+        ds = CharCorruptionDataset(tiny_corpus(), 64, seed=0)
+        ds.reseed(1)  # every process draws the same examples
+        return Batches(ds, cfg, torch.device("cpu"), world=world, rank=rank)
+
+    cfg = TrainConfig(max_epochs=1, batch_size=4, learning_rate=1e-3, shuffle=True, layout=layout,
+                      group_tokens=64, precision="fp32")
+    whole = list(batches(1, 0)._global(batches(1, 0).order(0), 0))
+    for (x, y, n, t), *slices in zip(whole, *(batches(2, r)._global(batches(2, r).order(0), 0) for r in range(2))):
+        assert all((n_r, t_r) == (n, t) for _, _, n_r, t_r in slices)  # every process counts the global batch
+        assert torch.equal(torch.cat([x_r for x_r, _, _, _ in slices]), x)  # the slices share it out
+        assert torch.equal(torch.cat([y_r for _, y_r, _, _ in slices]), y)
+        assert all(len(x_r) < len(x) for x_r, _, _, _ in slices)  # none computes all of it
+    model = GPT(GPTConfig(vocab_size=CharCorruptionDataset(tiny_corpus(), 64).vocab_size, block_size=64,
+                          n_layer=1, n_head=2, n_embd=16, embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0))
+    trainer = Trainer(model, CharCorruptionDataset(tiny_corpus(), 64), cfg, progress=False)
+    for (parts, _, t), *slices in zip(batches(1, 0).epoch(0), *(batches(2, r).epoch(0) for r in range(2))):
+        with torch.no_grad():
+            trainer.world = 1
+            whole = trainer._loss([dict(p) for p in parts], t)
+            trainer.world = 2
+            shares = [trainer._loss([dict(q) for q in p], t) for p, _, _ in slices]
+        assert sum(shares) / 2 == pytest.approx(whole.item(), rel=1e-5)  # DDP averages the two
 
 
 @pytest.mark.parametrize("variant", ["vanilla", "perceiver"])

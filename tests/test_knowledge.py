@@ -82,7 +82,7 @@ def test_qa_probe_counts_correct_answers():
     names = NameDataset(corpus, tiny_tsv())
     model = _tiny_gpt(corpus.vocab_size)
     questions = [Question(f"Where was {n} born?", p, i + 1) for i, (n, p) in enumerate(PEOPLE)]
-    assert run_qa_probe(model, corpus.vocab, questions) < 0.5
+    assert run_qa_probe(model, corpus.vocab, questions) == 0.0  # an untrained model names no place
     tc = TrainConfig(max_epochs=200, batch_size=8, learning_rate=3e-3, final_tokens=10**9, weight_decay=0.0,
                      precision="fp32")
     Trainer(model, names, tc, progress=False).train()
@@ -114,7 +114,7 @@ def test_probe_is_zero_before_training_and_finds_memorised_places():
     corpus = CharCorruptionDataset(text, 128, corruption=Corruption(min_truncation=112, mask_fraction=0.02))
     items = probe_items([Question(f"Where was {n} born?", p, 1) for n, p in PEOPLE], text, max_prefix=112)
     model = _tiny_gpt(corpus.vocab_size)
-    assert run_probe(model, corpus.vocab, items) < 0.5
+    assert run_probe(model, corpus.vocab, items) == 0.0  # an untrained model names no place
     # 150 epochs memorised 8 of 8 with 2 threads and 7 of 8 with 1 (other arithmetic): 300 memorise all
     tc = TrainConfig(max_epochs=300, batch_size=9, learning_rate=3e-3, final_tokens=10**9, weight_decay=0.0,
                      precision="fp32")

@@ -53,6 +53,26 @@ def test_interrupted_stage_resumes_from_its_resume_point(tiny_files, tmp_path, m
     assert (part / "vanilla_pretrain_seed0.dev.predictions").read_text() == whole
 
 
+def test_a_row_interrupted_in_finetuning_skips_its_finished_pretraining(tiny_files, tmp_path, monkeypatch):
+    """The row's pretraining finished before the interrupt: the rerun must not train it again (a
+    table interrupted in finetuning would otherwise retrain hours of pretraining unseen)."""
+    import hashlib
+
+    files = Files(tiny_files["corpus"], tiny_files["train"], tiny_files["dev"])
+    crash_training_after_step(monkeypatch, 1, stage=".finetune")
+    with pytest.raises(KeyboardInterrupt):
+        _run(files, tmp_path)
+    monkeypatch.undo()
+    pretrained = tmp_path / "vanilla_pretrain_seed0.pretrain.safetensors"
+    assert pretrained.exists() and not (tmp_path / "vanilla_pretrain_seed0.finetune.safetensors").exists()
+    before = hashlib.sha256(pretrained.read_bytes()).hexdigest()
+    said = []
+    _run(files, tmp_path, log=said.append)
+    assert "vanilla_pretrain_seed0.pretrain: done earlier, skipped" in said, said
+    assert not any(s.startswith("vanilla_pretrain_seed0.pretrain: ") and "epochs" in s for s in said), said
+    assert hashlib.sha256(pretrained.read_bytes()).hexdigest() == before  # the checkpoint as it was
+
+
 def test_first_seed_and_layout_reach_the_stages(tiny_files, tmp_path):
     """--first_seed 1 runs seed 1 alone; a layout (here group_tokens) reaches each stage's config."""
     files = Files(tiny_files["corpus"], tiny_files["train"], tiny_files["dev"])

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from factgpt.checkpoint import load_checkpoint, resume_path_for
+from factgpt.checkpoint import load_checkpoint, load_training_state, resume_path_for
 from factgpt.cli import main
 
 from conftest import TINY, killed_after, one_clear_line, run, same_tensors
@@ -80,12 +80,48 @@ def test_kill_minus_9_then_resume(tiny_files, tmp_path):
     assert same_tensors(_params(out), _params(full))
 
 
+def test_ctrl_c_keeps_the_work_and_says_how_to_continue(tiny_files, tmp_path):
+    """Ctrl-C: the step ends, a resume point of that step is written, the message names it and the
+    command that continues; the same command without --resume refuses in one line and leaves the
+    resume point as it was; with --resume it finishes as an uninterrupted run."""
+    out = tmp_path / "c.safetensors"
+    args = ["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--batch_size", "2", "--max_epochs", "400",
+            "--checkpoint_every", "1000", "--writing_params_path", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "factgpt", *args, "--checkpoint_every", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    resume = resume_path_for(out)
+    deadline = time.time() + 120
+    while not resume.exists() and time.time() < deadline and proc.poll() is None:  # training has begun
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("factgpt: interrupted at step ") and f"its resume point is {resume}" in line, err
+    assert line.endswith("--checkpoint_every 1 --resume") and "Traceback" not in err, err
+    step = int(line.split("at step ")[1].split(";")[0])
+    assert load_training_state(resume)[1]["state"]["step"] == step  # written at the step it names
+    before = resume.read_bytes()
+    r = subprocess.run([sys.executable, "-m", "factgpt", *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "an interrupted run left its resume point here" in r.stderr and "--resume" in r.stderr
+    assert "--restart" in r.stderr and resume.read_bytes() == before and not out.exists()
+    r = subprocess.run([sys.executable, "-m", "factgpt", *args, "--max_epochs", "3", "--resume"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "another model or recipe" in r.stderr  # resumed only as it was started
+    r = subprocess.run([sys.executable, "-m", "factgpt", *args, "--restart", "--max_epochs", "2"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "resumed" not in r.stderr and not resume.exists(), r.stderr  # said: start over
+
+
 def test_resume_with_other_flags_is_refused(tiny_files, tmp_path, capsys, monkeypatch):
     out = tmp_path / "r.safetensors"
     common = ["pretrain", "vanilla", str(tiny_files["corpus"]), *TINY, "--batch_size", "2",
               "--writing_params_path", str(out), "--checkpoint_every", "2"]
     killed_after(2, [*common, "--max_epochs", "3"], monkeypatch)  # stop at the first resume point
-    capsys.readouterr()
+    err = capsys.readouterr().err  # a kill, not a Ctrl-C: the last periodic resume point is named
+    assert f"its resume point is {resume_path_for(out)}; continue with: factgpt pretrain" in err, err
+    assert err.strip().endswith("--max_epochs 3 --resume")
     assert resume_path_for(out).exists()
     assert main([*common, "--max_epochs", "4", "--resume"]) == 1
     assert "another model or recipe" in capsys.readouterr().err

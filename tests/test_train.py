@@ -144,15 +144,68 @@ def test_training_learns_a_tiny_corpus():
     assert st.losses[-1] < 0.3 * st.losses[0]
 
 
+def _documented_lrs(cfg: TrainConfig, examples: list[int], seq_len: int) -> list[float]:
+    """The rate of each step as the docs state it, written out again here: the first step at the full
+    rate; after each step the counter grows by its examples x the sequence length, padding included,
+    and the next step runs at the rate for that count: linear warm-up, then a cosine with a 0.1 floor
+    that turns back up past final_tokens."""
+    rates, tokens = [], 0
+    for n in examples:
+        if not rates:
+            mult = 1.0
+        elif tokens < cfg.warmup_tokens:
+            mult = tokens / cfg.warmup_tokens
+        else:
+            progress = (tokens - cfg.warmup_tokens) / (cfg.final_tokens - cfg.warmup_tokens)
+            mult = max(0.1, 0.5 * (1 + math.cos(math.pi * progress)))
+        rates.append(cfg.learning_rate * mult)
+        tokens += n * seq_len
+    return rates
+
+
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_each_step_runs_at_the_documented_rate(engine, stage):
+    corpus = CharCorruptionDataset(tiny_corpus(), 64)
+    data = corpus if stage == "pretrain" else NameDataset(corpus, tiny_tsv())
+    model = GPT(GPTConfig(vocab_size=corpus.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16))
+    # batches of 4, 4 and a last one of 2 (pretraining's 10 documents); warm-up, cosine and its rise
+    tc = TrainConfig(max_epochs=4, batch_size=4, learning_rate=1e-3, warmup_tokens=300, final_tokens=1200,
+                     engine=engine, precision="fp32")
+    trainer = Trainer(model, data, tc, progress=False)
+    used, step = [], trainer.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        used.append(trainer.optimizer.param_groups[0]["lr"])
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = recording_step
+    examples, before = [], [0]
+    trainer.add_callback("on_step_end", lambda t: (examples.append(t.state.examples - before[0]),
+                                                   before.__setitem__(0, t.state.examples)))
+    trainer.train()
+    assert examples[:3] == ([4, 4, 2] if stage == "pretrain" else [4, 4, 4])  # finetuning: 8 pairs
+    assert used == pytest.approx(_documented_lrs(tc, examples, data.seq_len), rel=1e-12)
+
+
 @pytest.mark.skipif(not bf16_runs(torch.device("cpu")), reason="this CPU runs bf16 as fp32 (no AVX512)")
-def test_bf16_autocast_runs_and_learns():
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_bf16_runs_its_matmuls_in_bf16_and_learns(engine):
     corpus = CharCorruptionDataset(tiny_corpus(), 64)
     names = NameDataset(corpus, tiny_tsv())
     model = GPT(GPTConfig(vocab_size=corpus.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=32))
-    tc = TrainConfig(max_epochs=30, batch_size=8, learning_rate=3e-3, final_tokens=10**9, precision="bf16")
+    tc = TrainConfig(max_epochs=30, batch_size=8, learning_rate=3e-3, final_tokens=10**9, precision="bf16",
+                     engine=engine)
     trainer = Trainer(model, names, tc, progress=False)
     assert trainer.precision == "bf16"  # else this would test fp32 again
+    dtypes = set()  # what the linear layers compute in during training
+    hooks = [m.register_forward_hook(lambda m, i, out: dtypes.add(out.dtype))
+             for m in model.modules() if isinstance(m, torch.nn.Linear)]
     st = trainer.train()
+    for h in hooks:
+        h.remove()
+    assert dtypes == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the weights stay fp32 (autocast)
     assert st.losses[-1] < 0.5 * st.losses[0]
 
 

@@ -208,20 +208,13 @@ def _finetune(args) -> int:
 
 
 def _trained(args, out: TrainOutcome) -> int:
-    """The one-line account of a finished training command (from the main process only)."""
+    """What a finished training command says (from the main process only)."""
     from factgpt.runtime import is_main_process
 
-    st = out.state
-    if not is_main_process():
-        return 0
-    if out.resumed_from is not None:
-        print(f"resumed at step {out.resumed_from}", file=sys.stderr)
-    if out.compile_fallback:
-        print(f"note: torch.compile failed ({out.compile_fallback}); trained eagerly", file=sys.stderr)
-    print(f"{args.command}: {st.epoch} epochs, {st.step} steps, {st.examples} examples in "
-          f"{out.seconds:.1f} s ({st.tokens / max(out.seconds, 1e-9):,.0f} tokens/s counted as the "
-          f"reference counts, {st.useful_tokens / max(out.seconds, 1e-9):,.0f} useful); final loss "
-          f"{st.losses[-1]:.4f}; {out.precision}; wrote {out.params_path}")
+    if is_main_process():
+        notes, line = out.account(args.command)
+        print("\n".join(notes), file=sys.stderr, end="\n" if notes else "")
+        print(line)
     return 0
 
 
@@ -368,12 +361,22 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _continue_command(argv: list[str], e: Interrupted) -> str:
-    """The command line that continues an interrupted run."""
-    words = [w for w in argv if w not in ("--restart",)]
-    if argv and argv[0] in knobs.TRAINING and "--resume" not in words:
+def _interrupted(args, argv: list[str], e: Interrupted | None) -> str:
+    """What an interrupted command says: the step and resume point it stopped at (a Ctrl-C), or
+    the last resume point a kill left, and the command line that continues."""
+    if e is not None:
+        step, point = f" at step {e.step}", e.resume_path
+    else:
+        from factgpt.checkpoint import resume_path_for
+        written = getattr(args, "writing_params_path", None)
+        step, point = "", resume_path_for(written) if written else None
+        if point is None or not point.exists():
+            again = "; run the same command to continue" if args.command == "reproduce" else ""
+            return f"factgpt: interrupted{again}"
+    words = [w for w in argv if w != "--restart"]
+    if args.command in knobs.TRAINING and "--resume" not in words:
         words.append("--resume")
-    return "factgpt " + shlex.join(words)
+    return f"factgpt: interrupted{step}; its resume point is {point}; continue with: factgpt {shlex.join(words)}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -389,12 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     except FactgptError as e:
         print(f"factgpt: error: {e}", file=sys.stderr)
         code = 1
-    except Interrupted as e:
-        print(f"factgpt: interrupted at step {e.step}; its resume point is {e.resume_path}; continue with: "
-              f"{_continue_command(argv, e)}", file=sys.stderr)
-        code = 130
-    except KeyboardInterrupt:
-        print("factgpt: interrupted", file=sys.stderr)
+    except (Interrupted, KeyboardInterrupt) as e:
+        print(_interrupted(args, argv, e if isinstance(e, Interrupted) else None), file=sys.stderr)
         code = 130
     leave_distributed(code)  # under torchrun: exits here
     return code

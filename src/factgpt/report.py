@@ -16,6 +16,13 @@ from factgpt.figures import pyplot, save_figure
 from factgpt.knobs import knobs_of
 from factgpt.outputs import atomic_write_text
 
+
+def cell(text: object) -> str:
+    """Text as one markdown table cell: its | escaped (code spans too split a table row on a bare |)
+    and line breaks made spaces."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
 PUBLISHED = {  # the study's dev accuracy (500 questions)
     "baseline": (25, 500), "vanilla_nopretrain": (10, 500), "vanilla_pretrain": (119, 500),
     "perceiver_pretrain": (41, 500),
@@ -141,7 +148,7 @@ def format_spread(summary: list[RowSummary]) -> str:
     for s in summary:
         sp = s.spread
         if sp is not None:
-            lines.append(f"| {s.title} | {sp.distinct} | {sp.top!r}, {sp.top_count} of {s.total} | "
+            lines.append(f"| {s.title} | {sp.distinct} | {cell(repr(sp.top))}, {sp.top_count} of {s.total} | "
                          f"{sp.correct_in_top5} of {s.correct} |")
     return "\n".join(lines)
 
@@ -222,8 +229,8 @@ def stages_section(records: dict) -> list[str]:
     """Report lines: every stage's wall time, command, commit and machine."""
     lines = ["## Stages", "", "| stage | wall time | command | commit | machine |", "|---|---|---|---|---|"]
     for key, rec in records.items():
-        lines.append(f"| {key} | {rec.get('seconds', 0):.1f} s | `{rec.get('command', '')}` | "
-                     f"{rec.get('commit', '')} | {rec.get('machine', '')} |")
+        lines.append(f"| {key} | {rec.get('seconds', 0):.1f} s | `{cell(rec.get('command', ''))}` | "
+                     f"{cell(rec.get('commit', ''))} | {cell(rec.get('machine', ''))} |")
     return [*lines, "", "Configs (model and optimisation) of every trained stage are in `stages.json`."]
 
 

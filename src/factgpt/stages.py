@@ -161,6 +161,16 @@ class TrainOutcome:
     compile_fallback: str | None = None  # why --compile fell back to eager, if it did
     precision: str = "fp32"  # what the run computed in ("auto" resolved)
 
+    def account(self, stage: str) -> tuple[list[str], str]:
+        """(notes, one line) that a finished stage is reported with."""
+        st, s = self.state, max(self.seconds, 1e-9)
+        notes = [f"resumed at step {self.resumed_from}"] if self.resumed_from is not None else []
+        if self.compile_fallback:
+            notes.append(f"note: torch.compile failed ({self.compile_fallback}); trained eagerly")
+        return notes, (f"{stage}: {st.epoch} epochs, {st.step} steps, {st.examples} examples in {self.seconds:.1f} s "
+                       f"({st.tokens / s:,.0f} tokens/s counted as the reference counts, {st.useful_tokens / s:,.0f} "
+                       f"useful); final loss {st.losses[-1]:.4f}; {self.precision}; wrote {self.params_path}")
+
 
 def run_training(model: GPT, dataset: TrainingData, tconf: TrainConfig, corpus: CharCorruptionDataset,
                  writing_params_path: str | Path, *, stage: str, device: torch.device, writer=None,

@@ -27,6 +27,7 @@ from factgpt.config import GPTConfig
 from factgpt.figures import pyplot, save_figure
 from factgpt.model import Attention
 from factgpt.outputs import atomic_write_text
+from factgpt.report import cell
 
 
 @dataclass
@@ -221,7 +222,8 @@ def run_lab(*, d: int = 64, n: int = 8, samples: int = 2000, seed: int = 0, eps:
 
 def format_checks(checks: list[Check]) -> str:
     lines = ["| claim | criterion | measured | result |", "|---|---|---|---|"]
-    lines += [f"| {c.claim} | {c.criterion} | {c.measured} | {'PASS' if c.passed else 'FAIL'} |" for c in checks]
+    lines += [f"| {cell(c.claim)} | {cell(c.criterion)} | {cell(c.measured)} | {'PASS' if c.passed else 'FAIL'} |"
+              for c in checks]
     return "\n".join(lines)
 
 
