@@ -170,6 +170,12 @@ def test_bad_inputs_get_one_clear_line(tiny_files, capsys, tmp_path):
         one_clear_line(*run([*fin, "--finetune_corpus_path", f["train"], "--device", device], capsys)[::2],
                         f"--device {device}", "cpu, cuda or cuda:N")
 
+    # a refused run writes nothing, TensorBoard's folder included
+    tb = tmp_path / "tb"
+    fin_logged = [a for a in fin if a != "--no_tensorboard"]
+    one_clear_line(*run([*fin_logged, "--tb_dir", tb, "--finetune_corpus_path", bad], capsys)[::2], "bad.tsv:1:")
+    assert not tb.exists() and not out.exists()
+
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n", encoding="utf-8")
     one_clear_line(*run(["pretrain", "vanilla", empty, *TINY, "--writing_params_path", out], capsys)[::2],

@@ -24,7 +24,6 @@ analyze, attention-lab, bench, heldout, sample) plug in through the `factgpt.com
 from __future__ import annotations
 
 import argparse
-import contextlib
 import difflib
 import shlex
 import sys
@@ -103,17 +102,17 @@ def _demo_args(p) -> None:
     knobs.add_knobs(p, "demo")
 
 
-def _writer(args, recipe: Recipe, function: str):
-    """The TensorBoard writer (`--no_tensorboard`: none) under the reference's run name, with the
-    model's size, the seed and the start time, so that runs never append to one another's."""
+def _tensorboard(args, recipe: Recipe, function: str):
+    """What opens the TensorBoard writer (`--no_tensorboard`: None): the reference's run name, the
+    model's size, the seed and the start time name its folder, so runs never append to one another's."""
     if args.no_tensorboard:
-        return contextlib.nullcontext()
+        return None
     from factgpt.progress import tensorboard
 
     name = "%s_%s_%d_pt_lr_%f_ft_lr_%f" % (args.tb_expt_name, args.variant, recipe.bottleneck_dim,
                                            recipe.pretrain.learning_rate, recipe.finetune.learning_rate)
-    return tensorboard(Path(args.tb_dir) / function, f"{name}_L{recipe.n_layer}_H{recipe.n_head}_E{recipe.n_embd}"
-                       f"_seed{args.seed}")
+    return lambda: tensorboard(Path(args.tb_dir) / function, f"{name}_L{recipe.n_layer}_H{recipe.n_head}"
+                               f"_E{recipe.n_embd}_seed{args.seed}")
 
 
 def _require(args, *names: str) -> None:
@@ -180,12 +179,11 @@ def _pretrain(args) -> int:
     if tconf.dropout_start_epoch >= tconf.max_epochs:
         raise FactgptError(f"--dropout_start_epoch {tconf.dropout_start_epoch} leaves none of the "
                            f"{tconf.max_epochs} epochs with dropout", hint="give a smaller one, or --dropout 0")
-    with _writer(args, rt.recipe, "pretrain") as writer:
-        out = stages.pretrain(args.pretrain_corpus_path, rt.spec, tconf, args.writing_params_path,
-                              device=rt.device, writer=writer, progress=rt.progress,
-                              reading_params_path=args.reading_params_path, save_every=args.save_every,
-                              checkpoint_every=args.checkpoint_every, resume=args.resume, corpus=corpus,
-                              pairs=pairs, probe_every=p.probe_every, probe_path=args.finetune_corpus_path)
+    out = stages.pretrain(args.pretrain_corpus_path, rt.spec, tconf, args.writing_params_path, device=rt.device,
+                          tensorboard=_tensorboard(args, rt.recipe, "pretrain"), progress=rt.progress,
+                          reading_params_path=args.reading_params_path, save_every=args.save_every,
+                          checkpoint_every=args.checkpoint_every, resume=args.resume, corpus=corpus,
+                          pairs=pairs, probe_every=p.probe_every, probe_path=args.finetune_corpus_path)
     return _trained(args, out)
 
 
@@ -199,11 +197,11 @@ def _finetune(args) -> int:
                            hint="without a checkpoint every parameter starts at random and must train")
     corpus = stages.load_corpus(args.pretrain_corpus_path)
     tconf = knobs.train_config_of(args, rt.recipe, len(corpus), rt.world)
-    with _writer(args, rt.recipe, "finetune") as writer:
-        out = stages.finetune(args.pretrain_corpus_path, args.finetune_corpus_path, rt.spec, tconf,
-                              args.writing_params_path, reading_params_path=args.reading_params_path,
-                              device=rt.device, writer=writer, progress=rt.progress, save_every=args.save_every,
-                              checkpoint_every=args.checkpoint_every, resume=args.resume, corpus=corpus)
+    out = stages.finetune(args.pretrain_corpus_path, args.finetune_corpus_path, rt.spec, tconf,
+                          args.writing_params_path, reading_params_path=args.reading_params_path, device=rt.device,
+                          tensorboard=_tensorboard(args, rt.recipe, "finetune"), progress=rt.progress,
+                          save_every=args.save_every, checkpoint_every=args.checkpoint_every, resume=args.resume,
+                          corpus=corpus)
     return _trained(args, out)
 
 

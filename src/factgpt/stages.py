@@ -173,13 +173,15 @@ class TrainOutcome:
 
 
 def run_training(model: GPT, dataset: TrainingData, tconf: TrainConfig, corpus: CharCorruptionDataset,
-                 writing_params_path: str | Path, *, stage: str, device: torch.device, writer=None,
+                 writing_params_path: str | Path, *, stage: str, device: torch.device, tensorboard=None,
                  progress: bool = True, save_every: int = 0, checkpoint_every: int = 0,
                  resume: bool = False, probe: ProbeSchedule | None = None) -> TrainOutcome:
     """Train, write the checkpoint; every `checkpoint_every` steps also write a resume point
     (model, optimizer, RNG states, position) beside it, which `resume` continues from. With a
     `probe`, the knowledge probe runs every `probe.every` epochs and after the last one; its
-    results go to the TrainState (and so to resume points and records) and to TensorBoard."""
+    results go to the TrainState (and so to resume points and records) and to TensorBoard.
+    `tensorboard` opens a SummaryWriter; it is called once every check has passed, as training
+    starts, so that a refused run leaves no log folder behind."""
     check_writable(writing_params_path)
     t0 = time.perf_counter()
     resume_file = resume_path_for(writing_params_path)
@@ -204,10 +206,10 @@ def run_training(model: GPT, dataset: TrainingData, tconf: TrainConfig, corpus: 
             if probe.questions:
                 result["answered"] = run_qa_probe(model, corpus.vocab, probe.questions)
             st.probes.append(result)
-            if writer is not None:
-                writer.add_scalar("probe/known", known, st.step)
+            if trainer.writer is not None:
+                trainer.writer.add_scalar("probe/known", known, st.step)
                 if "answered" in result:
-                    writer.add_scalar("probe/answered", result["answered"], st.step)
+                    trainer.writer.add_scalar("probe/answered", result["answered"], st.step)
         if save_every and st.epoch % save_every == 0 and st.epoch < tconf.max_epochs:
             save(st)
 
@@ -215,8 +217,8 @@ def run_training(model: GPT, dataset: TrainingData, tconf: TrainConfig, corpus: 
         if is_main_process():
             save_training_state(resume_file, *trainer.snapshot())
 
-    trainer = Trainer(model, dataset, tconf, device=device, writer=writer, progress=progress,
-                      checkpoint_every=checkpoint_every, label=stage)
+    trainer = Trainer(model, dataset, tconf, device=device, progress=progress, checkpoint_every=checkpoint_every,
+                      label=stage)
     trainer.add_callback("on_epoch_end", on_epoch_end)
     trainer.add_callback("on_checkpoint", checkpoint)
     resumed_from = None
@@ -234,8 +236,13 @@ def run_training(model: GPT, dataset: TrainingData, tconf: TrainConfig, corpus: 
             raise FactgptError(f"the resume point is malformed ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
                                path=resume_file, hint="if it was edited or damaged, delete it to start over") from None
         resumed_from = trainer.state.step
-    with stop_on_interrupt(trainer) as interrupted:
-        st = trainer.train()
+    trainer.writer = tensorboard() if tensorboard is not None and is_main_process() else None
+    try:
+        with stop_on_interrupt(trainer) as interrupted:
+            st = trainer.train()
+    finally:
+        if trainer.writer is not None:
+            trainer.writer.close()  # flushed, however training ends
     if interrupted() and st.epoch < tconf.max_epochs:  # Ctrl-C: keep where the run stands, say how to go on
         if is_main_process():
             save_training_state(resume_file, *trainer.snapshot())
@@ -272,7 +279,7 @@ def stop_on_interrupt(trainer: Trainer):
 
 
 def pretrain(corpus_path, spec: ModelSpec, tconf: TrainConfig, writing_params_path, *,
-             device, writer=None, progress=True, reading_params_path=None,
+             device, tensorboard=None, progress=True, reading_params_path=None,
              save_every: int = 0, checkpoint_every: int = 0, resume: bool = False,
              corpus: CharCorruptionDataset | None = None, pairs: NameDataset | None = None,
              probe_every: int = 0, probe_path=None) -> TrainOutcome:
@@ -284,19 +291,19 @@ def pretrain(corpus_path, spec: ModelSpec, tconf: TrainConfig, writing_params_pa
     data = corpus if pairs is None else MixedDataset(corpus, pairs)
     probe = knowledge_probe(corpus, probe_path, probe_every, ask=pairs is not None)
     return run_training(model, data, tconf, corpus, writing_params_path, stage="pretrain",
-                        device=device, writer=writer, progress=progress, save_every=save_every,
+                        device=device, tensorboard=tensorboard, progress=progress, save_every=save_every,
                         checkpoint_every=checkpoint_every, resume=resume, probe=probe)
 
 
 def finetune(corpus_path, finetune_path, spec: ModelSpec, tconf: TrainConfig, writing_params_path,
-             *, reading_params_path=None, device, writer=None, progress=True,
+             *, reading_params_path=None, device, tensorboard=None, progress=True,
              save_every: int = 0, checkpoint_every: int = 0, resume: bool = False,
              corpus: CharCorruptionDataset | None = None) -> TrainOutcome:
     corpus = corpus if corpus is not None else load_corpus(corpus_path)  # the Trainer seeds its draws
     names = load_pairs(corpus, finetune_path)
     model = starting_model(spec, corpus, corpus_path, tconf.seed, reading_params_path)
     return run_training(model, names, tconf, corpus, writing_params_path, stage="finetune",
-                        device=device, writer=writer, progress=progress, save_every=save_every,
+                        device=device, tensorboard=tensorboard, progress=progress, save_every=save_every,
                         checkpoint_every=checkpoint_every, resume=resume)
 
 
