@@ -32,9 +32,12 @@ def _two_and_one(common: list[str], tmp_path, one_more: tuple[str, ...] = ()):
 
 
 def _assert_same_training(a, b) -> None:
+    """The same steps up to float rounding: each process packs its slice into rows of its own, so the
+    sums run in another order than one process's (measured: up to 2.6e-5 after these few steps)."""
     assert a.progress["tokens"] == b.progress["tokens"]
     for k in a.state_dict:
-        assert torch.allclose(a.state_dict[k], b.state_dict[k], atol=2e-5), k
+        diff = (a.state_dict[k] - b.state_dict[k]).abs().max().item()
+        assert diff < 5e-5, (k, diff)
     assert abs(a.progress["final_loss"] - b.progress["final_loss"]) < 1e-4
 
 

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from factgpt import kernels
 from factgpt.config import GPTConfig
 from factgpt.model import GPT, Attention, Block, Dropout, keep_mask
 
@@ -96,7 +97,7 @@ def _inputs(layout: str):
     return {"idx": idx, "positions": positions, "documents": documents}
 
 
-@pytest.mark.parametrize("engine", ["fast", "reference"])
+@pytest.mark.parametrize("engine", ["fast", "fast, torch's kernels", "reference"])
 @pytest.mark.parametrize("variant, layout", [("vanilla", "grouped"), ("vanilla", "packed"), ("perceiver", "grouped")])
 @pytest.mark.parametrize("site", SITES)
 def test_every_dropout_site_draws_its_mask_on_every_engine(engine, variant, layout, site):
@@ -107,7 +108,8 @@ def test_every_dropout_site_draws_its_mask_on_every_engine(engine, variant, layo
     model = GPT(GPTConfig(vocab_size=12, block_size=16, n_layer=3, n_head=2, n_embd=16, embd_pdrop=0.5,
                           resid_pdrop=0.5, attn_pdrop=0.5, perceiver=variant == "perceiver",
                           bottleneck_dim=8 if variant == "perceiver" else None))
-    model.set_engine(engine)
+    model.set_engine(engine.split(",")[0])
+    model.set_kernels(engine == "fast" and kernels.unavailable() is None)  # the fast engine's default
     batch = _inputs(layout)
     modules = SITES[site](model)
     assert modules and all(isinstance(d, torch.nn.Dropout) for d in modules)

@@ -140,10 +140,11 @@ def _runtime(args) -> _Runtime:
     world, device = init_distributed(device)  # torchrun: one process per device, global batch split
     if world > 1 and args.command == "evaluate":
         raise FactgptError("evaluate runs in one process", hint="run it without torchrun")
-    fast_only = getattr(args, "group_tokens", None) is not None or getattr(args, "compile", False)
+    fast_only = (getattr(args, "group_tokens", None) is not None or getattr(args, "compile", False)
+                 or getattr(args, "kernels", None) == "fused")
     if args.engine == "reference" and fast_only:
-        raise FactgptError("--group_tokens and --compile set the fast engine; `--engine reference` has no use for them",
-                           hint="leave them out, or use the fast engine")
+        raise FactgptError("--group_tokens, --compile and --kernels fused set the fast engine; `--engine reference` "
+                           "has no use for them", hint="leave them out, or use the fast engine")
     recipe = knobs.recipe_of(args)
     # a checkpoint's shape is checked against the shape flags given; the others are the checkpoint's
     spec = ModelSpec(args.variant, recipe, pinned=tuple(f for f in SHAPE_FIELDS if getattr(args, f) is not None))
@@ -302,7 +303,7 @@ def _reproduce(args) -> int:
 
     recipe = with_budget(args.budget, probe_every=args.probe_every)
     rows = check_rows(args.rows or ROWS)
-    layout = {} if args.group_tokens is None else {"group_tokens": args.group_tokens}
+    layout = {k: v for k, v in (("group_tokens", args.group_tokens), ("kernels", args.kernels)) if v is not None}
     table = TableRun(study_files(args.data_dir), recipe, args.out, device=resolve_device(args.device),
                      progress=not args.quiet, log=_say, checkpoint_every=args.checkpoint_every, layout=layout)
     return _table(args, table, {"seeds": args.seeds, "rows": rows, "first_seed": args.first_seed},

@@ -102,6 +102,12 @@ class TrainConfig:
     # group trimmed to its longest) or "packed" (several examples per row, block-diagonal mask).
     layout: Literal["grouped", "packed"] = "grouped"
     group_tokens: int = 4096  # ids per group of the grouped layout (rows x trimmed length)
+    # How the fast engine trains. "fused": on a CPU factgpt's fused kernels (factgpt.kernels:
+    # attention over the live entries of packed rows only, its dropout drawn inside, dropout masks
+    # never stored), on a GPU torch's fused attention with its in-kernel dropout; "torch": torch's
+    # operations (the explicit softmax, keep_mask's masks). Where the kernels cannot be built the run
+    # trains with torch's and says why. The same distribution in other draws than "torch".
+    kernels: Literal["fused", "torch"] = "fused"
     # Examples in a new seeded order every epoch instead of file order (the reference's order).
     # Multi-process runs shuffle: each global batch is then split across the processes.
     shuffle: bool = False
@@ -127,7 +133,7 @@ CHECKPOINT_EVERY = 200
 
 # TrainConfig fields that say how a stage runs, not what it computes (the examples, their order and
 # the schedule are the same): a stage record or a resume point written with other values still counts.
-LAYOUT_FIELDS = ("layout", "group_tokens", "log_every", "compile")
+LAYOUT_FIELDS = ("layout", "group_tokens", "log_every", "compile", "kernels")
 
 
 def with_layout(tconf: TrainConfig, **layout) -> TrainConfig:

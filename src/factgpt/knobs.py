@@ -166,6 +166,10 @@ KNOBS: tuple[Knob, ...] = (
     Knob("device", COMPUTING, "auto (CUDA when present, else CPU), cpu, cuda or cuda:N ({default})", str,
          default="auto"),
     Knob("threads", COMPUTING, "CPU threads for torch (default: torch's choice)", positive(int)),
+    Knob("kernels", (*TRAINING, "reproduce"), "fused: the fast engine trains through factgpt's fused CPU kernels "
+         "(attention over the live entries only, dropout drawn inside; torch's fused attention on a GPU); torch: "
+         f"through torch's operations ({TrainConfig.kernels}; without a compiler the run uses torch's and says so)",
+         str, choices=("fused", "torch")),
     Knob("compile", TRAINING, "torch.compile the model (eager where no compiler is found)"),
     Knob("group_tokens", (*TRAINING, "reproduce", "bench"), "lay the fast engine's batches out in length-sorted "
          f"groups of this many ids (default: packed rows for vanilla pretraining, groups of {TrainConfig.group_tokens} "
@@ -242,7 +246,7 @@ def train_config_of(args: argparse.Namespace, recipe: Recipe, n_pretrain_docs: i
     else:
         tconf = recipe.finetune_config(n_pretrain_docs, args.reading_params_path is not None, args.seed)
     tconf = replace(tconf, engine=args.engine, compile=args.compile, shuffle=tconf.shuffle or world > 1)
-    return with_layout(tconf, group_tokens=args.group_tokens)
+    return with_layout(tconf, group_tokens=args.group_tokens, kernels=args.kernels)
 
 
 def stage_flags(command: str, configs: dict[str, object], reference: dict[str, object]) -> list[str]:

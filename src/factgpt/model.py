@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from factgpt import kernels
 from factgpt.config import GPTConfig
 from factgpt.data import PAD_ID
 from factgpt.errors import FactgptError
@@ -54,12 +55,15 @@ class Dropout(nn.Dropout):
     """nn.Dropout, or (fast=True) the same distribution with masks from `keep_mask`."""
 
     engine: str = "reference"  # set by GPT.set_engine: the fast engine draws its masks with keep_mask
+    fused: bool = False  # set by GPT.set_kernels: on a CPU, the fused kernel (no mask kept for the backward)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.engine == "fast" and self.training and self.p > 0):
             return super().forward(x)
         if self.p >= 1:
             return torch.zeros_like(x)
+        if self.fused and x.device.type == "cpu":
+            return kernels.dropout(x, self.p)
         keep = 1.0 - self.p
         return torch.where(keep_mask(x.shape, keep, x.device), x * (1.0 / keep), 0.0)
 
@@ -77,6 +81,7 @@ class Attention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd)
         self.n_head = config.n_head
         self.engine = config.engine
+        self.fused = False  # set by GPT.set_kernels: the fused attention of the fast engine
 
     def heads(self, t: torch.Tensor) -> torch.Tensor:
         B, T, C = t.shape
@@ -84,12 +89,16 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None, cache: KVCache | None = None,
-                layer: int = 0) -> torch.Tensor:
+                layer: int = 0, documents: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, Tq, C) queries; kv: (B, Tk, C) keys/values source (default x);
         mask: bool, broadcastable to (B, nh, Tq, Tk), True where attention is allowed (default:
-        causal top-left); cache: append this step's keys/values and attend over all of them."""
+        causal top-left); cache: append this step's keys/values and attend over all of them;
+        documents (B, T): the example of each position of packed rows, which the fused attention
+        reads instead of the mask."""
         kv = x if kv is None else kv
         B, Tq, C = x.shape
+        if self.fused and self.engine == "fast" and cache is None:
+            return self.resid_drop(self.proj(self._fused(x, kv, mask, documents)))
         q = self.heads(self.query(x))  # (B, nh, Tq, hs)
         k = self.heads(self.key(kv))  # (B, nh, Tk, hs)
         v = self.heads(self.value(kv))  # (B, nh, Tk, hs)
@@ -112,6 +121,23 @@ class Attention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, Tq, C)  # re-assemble heads: (B, Tq, C)
         return self.resid_drop(self.proj(y))
 
+    def _fused(self, x: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor | None,
+               documents: torch.Tensor | None) -> torch.Tensor:
+        """The fast engine's fused attention, (B, Tq, C): on a CPU factgpt's kernel over the live
+        entries only (heads kept in the linear layers' layout, the dropout drawn inside); on a GPU
+        torch's fused attention, which drops out in-kernel too."""
+        B, Tq, C = x.shape
+        Tk, hs = kv.shape[1], C // self.n_head
+        p = self.attn_drop.p if self.training else 0.0
+        if x.device.type == "cpu":
+            q = self.query(x).view(B, Tq, self.n_head, hs)  # (B, Tq, nh, hs)
+            k = self.key(kv).view(B, Tk, self.n_head, hs)  # (B, Tk, nh, hs)
+            v = self.value(kv).view(B, Tk, self.n_head, hs)
+            return kernels.attention(q, k, v, documents, 1.0 / math.sqrt(hs), p).view(B, Tq, C)
+        q, k, v = self.heads(self.query(x)), self.heads(self.key(kv)), self.heads(self.value(kv))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=mask is None)
+        return y.transpose(1, 2).contiguous().view(B, Tq, C)
+
 
 def mlp(config: GPTConfig) -> nn.Sequential:
     return nn.Sequential(
@@ -132,8 +158,8 @@ class Block(nn.Module):
         self.attn = Attention(config)
         self.mlp = mlp(config)
 
-    def forward(self, x, mask=None, cache=None, layer=0):
-        x = x + self.attn(self.ln1(x), mask=mask, cache=cache, layer=layer)
+    def forward(self, x, mask=None, cache=None, layer=0, documents=None):
+        x = x + self.attn(self.ln1(x), mask=mask, cache=cache, layer=layer, documents=documents)
         return x + self.mlp(self.ln2(x))
 
 
@@ -238,6 +264,15 @@ class GPT(nn.Module):
             if isinstance(m, (Attention, Dropout)):
                 m.engine = engine
 
+    def set_kernels(self, fused: bool) -> None:
+        """Train the fast engine through its fused kernels (`fused`: factgpt's on a CPU, see
+        factgpt.kernels, for the head sizes they take; torch's fused attention on a GPU) or through
+        torch's operations."""
+        fused = fused and self.config.n_embd // self.config.n_head in kernels.HEAD_SIZES
+        for m in self.modules():
+            if isinstance(m, (Attention, Dropout)):
+                m.fused = fused
+
     def set_dropout(self, p: float) -> None:
         """All three dropouts to `p`, in the config (which a checkpoint records) and every module.
         Training that starts from a checkpoint (finetuning, or more pretraining) runs at its own
@@ -265,8 +300,10 @@ class GPT(nn.Module):
             if self.perceiver:
                 raise ValueError("packed batches are not supported by the perceiver variant")
             pos = self.pos_emb[0, positions]  # (B, T, C)
-            same = documents[:, :, None] == documents[:, None, :]  # (B, T, T)
-            mask = (same & causal_mask(T, T, device=idx.device))[:, None]  # (B, 1, T, T)
+            mask = None  # the fused CPU kernel reads the documents: no (B, T, T) mask to build
+            if not (self.blocks[0].attn.fused and idx.device.type == "cpu"):
+                same = documents[:, :, None] == documents[:, None, :]  # (B, T, T)
+                mask = (same & causal_mask(T, T, device=idx.device))[:, None]  # (B, 1, T, T)
         x_input = self.drop(self.tok_emb(idx) + pos)  # (B, T, C)
         if self.perceiver:
             x = self.down_block(x_input)  # (B, m, C)
@@ -275,7 +312,7 @@ class GPT(nn.Module):
         else:
             x = x_input
             for block in self.blocks:
-                x = block(x, mask=mask)
+                x = block(x, mask=mask, documents=documents)
         logits = self.head(self.ln_f(x))  # (B, T, V)
         loss = lm_loss(logits, targets) if targets is not None else None
         return logits, loss

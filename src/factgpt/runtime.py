@@ -117,6 +117,20 @@ def resolve_precision(precision: str, device: torch.device, engine: str = "fast"
     return precision
 
 
+def resolve_kernels(kernels: str, device: torch.device, engine: str = "fast") -> tuple[str, str | None]:
+    """(the kernels a run trains with, why not the fused ones if they were asked for and are not):
+    the fused kernels serve the fast engine; on a CPU only once factgpt.kernels has built."""
+    if engine != "fast" or kernels != "fused":
+        return "torch", None
+    if device.type == "cpu":
+        from factgpt.kernels import unavailable
+
+        why = unavailable()
+        if why is not None:
+            return "torch", why
+    return "fused", None
+
+
 def autocast(device: torch.device, precision: str):
     """bf16 autocast for a resolved precision of "bf16", else nothing."""
     if precision == "bf16":

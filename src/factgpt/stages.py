@@ -160,6 +160,8 @@ class TrainOutcome:
     resumed_from: int | None = None  # the step a resumed run started at
     compile_fallback: str | None = None  # why --compile fell back to eager, if it did
     precision: str = "fp32"  # what the run computed in ("auto" resolved)
+    kernels: str = "torch"  # what the fast engine trained with ("fused" or "torch")
+    kernels_fallback: str | None = None  # why not the fused kernels asked for, if they could not be built
 
     def account(self, stage: str) -> tuple[list[str], str]:
         """(notes, one line) that a finished stage is reported with."""
@@ -167,6 +169,9 @@ class TrainOutcome:
         notes = [f"resumed at step {self.resumed_from}"] if self.resumed_from is not None else []
         if self.compile_fallback:
             notes.append(f"note: torch.compile failed ({self.compile_fallback}); trained eagerly")
+        if self.kernels_fallback:
+            notes.append(f"note: the fused kernels could not be built ({self.kernels_fallback}); trained with "
+                         "torch's operations")
         return notes, (f"{stage}: {st.epoch} epochs, {st.step} steps, {st.examples} examples in {self.seconds:.1f} s "
                        f"({st.tokens / s:,.0f} tokens/s counted as the reference counts, {st.useful_tokens / s:,.0f} "
                        f"useful); final loss {st.losses[-1]:.4f}; {self.precision}; wrote {self.params_path}")
@@ -192,7 +197,7 @@ def run_training(model: GPT, dataset: TrainingData, tconf: TrainConfig, corpus: 
             return
         meta = {"stage": stage, "epochs": st.epoch, "max_epochs": tconf.max_epochs, "steps": st.step,
                 "tokens": st.tokens, "seconds": round(time.perf_counter() - t0, 2),
-                "seed": tconf.seed, "engine": tconf.engine, "precision": trainer.precision,
+                "seed": tconf.seed, "engine": tconf.engine, "precision": trainer.precision, "kernels": trainer.kernels,
                 "final_loss": st.losses[-1] if st.losses else None, "probes": st.probes,
                 "frozen": tconf.frozen}  # parameters this stage left as it found them ("" none)
         save_checkpoint(writing_params_path, model, corpus.vocab, meta)
@@ -252,7 +257,7 @@ def run_training(model: GPT, dataset: TrainingData, tconf: TrainConfig, corpus: 
     if is_main_process():
         resume_file.unlink(missing_ok=True)  # finished: nothing to resume
     return TrainOutcome(st, seconds, Path(writing_params_path), resumed_from, trainer.compile_fallback,
-                        trainer.precision)
+                        trainer.precision, trainer.kernels, trainer.kernels_fallback)
 
 
 @contextlib.contextmanager

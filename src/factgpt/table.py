@@ -299,7 +299,7 @@ class TableRun:
         self._record(key, command=self.command_line(stage), seconds=round(st.seconds, 1), train=asdict(tconf),
                      model=model.config.identity(), losses=st.losses, tokens=st.tokens,
                      examples=st.examples, resumed_from_step=done.resumed_from, probes=st.probes,
-                     precision=done.precision, corruption=asdict(self.corpus.corruption))
+                     precision=done.precision, kernels=done.kernels, corruption=asdict(self.corpus.corruption))
         return True
 
     def _evaluate(self, stage: Stage, *, again: bool = False) -> tuple[int, int, list[str]]:

@@ -32,7 +32,7 @@ from factgpt.config import TrainConfig, json_roundtrip
 from factgpt.errors import FactgptError
 from factgpt.model import GPT, lm_loss
 from factgpt.progress import Progress
-from factgpt.runtime import Forward, autocast, resolve_precision
+from factgpt.runtime import Forward, autocast, resolve_kernels, resolve_precision
 
 
 def lr_multiplier(tokens: int, warmup_tokens: int, final_tokens: int) -> float:
@@ -167,6 +167,9 @@ class Trainer:
                                            lr=config.learning_rate, betas=config.betas, **kwargs)
         self.state = TrainState()
         self.precision = resolve_precision(config.precision, self.device, config.engine)  # "fp32" or "bf16"
+        # "fused" or "torch", and why not the fused kernels where they were asked for and could not be built
+        self.kernels, self.kernels_fallback = resolve_kernels(config.kernels, self.device, config.engine)
+        model.set_kernels(self.kernels == "fused")
         self.seq_len = dataset.seq_len  # ids per example, padding included (the lr counter)
         if isinstance(dataset, RandomDraws):
             dataset.reseed(config.seed + 1)  # corruption draws: own stream, same for both engines
