@@ -18,9 +18,9 @@ from conftest import DATA, TINY, TINY_EVAL, markdown_tables, need, one_clear_lin
 MODEL_FLAGS = ["--n_layer", "--n_head", "--n_embd", "--bottleneck_dim"]
 TRAINING_FLAGS = ["--reading_params_path", "--writing_params_path", "--finetune_corpus_path", *MODEL_FLAGS,
                   "--dropout", "--max_epochs", "--batch_size", "--final_tokens", "--weight_decay", "--shuffle",
-                  "--precision", "--seed", "--engine", "--kernels", "--device", "--threads", "--compile", "--group_tokens",
-                  "--checkpoint_every", "--save_every", "--resume", "--restart", "--tb_dir", "--tb_expt_name",
-                  "--no_tensorboard", "--quiet"]
+                  "--precision", "--seed", "--engine", "--kernels", "--device", "--threads", "--compile",
+                  "--group_tokens", "--checkpoint_every", "--save_every", "--resume", "--restart", "--tb_dir",
+                  "--tb_expt_name", "--no_tensorboard", "--quiet"]
 FLAGS = {
     "pretrain": [*TRAINING_FLAGS, "--pretrain_lr", "--dropout_start_epoch", "--min_truncation", "--max_truncation",
                  "--mask_fraction", "--mix_pairs", "--probe_every"],
