@@ -40,8 +40,8 @@ def main() -> None:
     p = args.dropout
     vanilla = GPT(GPTConfig(vocab_size=corpus.vocab_size, embd_pdrop=p, resid_pdrop=p, attn_pdrop=p))
     pretrain = REFERENCE.pretrain_config(len(corpus), 0)
-    layouts = [Variant("packed rows, precision auto", layout="packed"),
-               Variant("grouped rows, precision auto", layout="grouped")]
+    layouts = [Variant("packed rows, precision auto", layout="packed", kernels="fused"),
+               Variant("grouped rows, precision auto", layout="grouped", kernels="fused")]
     for round_ in range(args.repeats):
         for variant in layouts if round_ % 2 == 0 else layouts[::-1]:
             row = time_training(copy.deepcopy(vanilla), corpus, args.steps, "fast", variant, pretrain)

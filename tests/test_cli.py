@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from factgpt.checkpoint import load_checkpoint
 from factgpt.cli import build_parser, commands, main, parse
@@ -427,11 +428,22 @@ def test_bench_rows_show_each_change(tiny_files):
     result = run_bench(d, steps=1, decode_sample=2, bottleneck_dim=8)
     rows, decode = result.rows, result.decode
     assert result.n_documents == len(tiny_files["corpus"].read_text().split("\n"))  # as the reference splits
-    assert [r.path for r in rows[:5]] == ["reference fp32", *(v.label for v in FAST_VARIANTS)]
+    assert [r.path for r in rows[:6]] == ["reference fp32", *(v.label for v in FAST_VARIANTS)]
     assert rows[-1].path.startswith("perceiver m=8") and all(r.examples_per_s > 0 for r in rows)
     assert decode.sample_agrees and decode.n_questions == 2 and decode.perceiver_seconds > 0
+    m = result.machine
+    assert m.processor and m.threads == torch.get_num_threads() and min(m.matmul_gflops.values()) > 0
+    # the model's FLOPs are the same for every path of a stage (useful work only), so MFU orders them as speed
+    for stage in ("pretrain", "finetune"):
+        counted = [r for r in rows if r.stage == stage and r.flops_per_s is not None]
+        per_example = {round(r.flops_per_s / r.examples_per_s) for r in counted}
+        assert len(counted) == 6 and len(per_example) == 1, per_example
+        assert all(0 < result.mfu(r) < 1 for r in counted)
+    assert rows[-1].flops_per_s is None and result.mfu(rows[-1]) is None  # the perceiver: not counted
     text = format_report(result)
     assert "+ rows grouped by length" in text and "x vanilla" in text and "One pretraining epoch" in text
+    assert "GFLOP/s" in text and "MFU" in text and m.processor in text
+    markdown_tables(text)
 
 
 @pytest.mark.parametrize("command, flag", [("pretrain", ["--finetune_frozen", "mlp"]),
@@ -466,3 +478,13 @@ def test_one_convention_both_spellings_a_version_and_suggestions(capsys):
     # the same name for the same thing across commands
     for command in ("ask", "sample", "analyze", "bench", "heldout", "evaluate", "finetune", "pretrain"):
         assert "--reading_params_path" in build_parser()._subparsers._group_actions[0].choices[command].format_help()
+
+
+def test_model_flops_count_useful_work_only():
+    from factgpt.config import GPTConfig
+    from factgpt.lab.bench import model_flops
+
+    c = GPTConfig(vocab_size=10, block_size=8, n_layer=2, n_head=2, n_embd=16)
+    matmul = 2 * 12 * 16 * 16 + 16 * 10  # q, k, v, proj and the MLP per block; the head
+    assert model_flops(c, [3]) == 6 * matmul * 3 + 12 * 16 * 2 * (1 + 2 + 3)  # 6 causal pairs
+    assert model_flops(c, [3, 1]) == model_flops(c, [3]) + model_flops(c, [1])  # examples add up

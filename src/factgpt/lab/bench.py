@@ -1,9 +1,20 @@
-"""`factgpt bench`: the reference path and the fast path side by side, in one run.
+"""`factgpt bench`: the machine and its ceiling, then the reference path and the fast path side by
+side, in one run.
 
-For pretraining and finetuning batches it times a few optimiser steps of each path (after one
-warm-up step) and reports examples/s and useful (non-PAD target) tokens/s; for evaluate it times
-the reference's one-question-at-a-time decoding on a sample and the batched KV-cache decoding on
-every question, and checks that both give the same answers on the sample.
+The machine: its processor and the flags that decide its speed (AMX-BF16, AVX512-BF16, AVX512F,
+AVX2), and the rate its matmuls reach at the model's shapes, in bf16 and fp32. For pretraining and
+finetuning batches it times a few optimiser steps of each path (after one warm-up step) and reports
+examples/s, useful (non-PAD target) tokens/s, the model's FLOPs/s and its MFU (model FLOPs
+utilisation) against that matmul rate; for evaluate it times the reference's one-question-at-a-time
+decoding on a sample and the batched KV-cache decoding on every question, and checks that both give
+the same answers on the sample.
+
+Model FLOPs count useful work only, as nanoGPT and the PaLM paper count them, forward and backward:
+6 x the parameters of the model's matmuls (every linear layer and the head; the embeddings are
+lookups) x the useful positions of the examples (up to each one's last target), plus the attention,
+12 x n_embd x n_layer x the causal pairs within each example (its query-key products and weighted
+sums). Padding, masked entries and recomputation do not count, so the reference engine and the fast
+one are credited the same FLOPs for the same examples.
 """
 
 from __future__ import annotations
@@ -15,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from factgpt.config import PERCEIVER_M, REFERENCE, TrainConfig, with_layout
+from factgpt.batches import useful_lengths
+from factgpt.config import PERCEIVER_M, REFERENCE, GPTConfig, TrainConfig, with_layout
 from factgpt.data import read_questions
 from factgpt.evaluate import predict
 from factgpt.model import GPT, Dropout
@@ -53,15 +65,17 @@ class Variant:
     layout: str | None = None  # "grouped" or "packed" (None: the stage's own, packed for vanilla pretraining)
     torch_dropout: bool = False  # torch's Bernoulli masks instead of model.keep_mask
     group_tokens: int | None = None  # ids per group of the grouped layout (None: TrainConfig's)
+    kernels: str = "torch"  # "fused": factgpt's fused CPU kernels (factgpt.kernels)
 
 
-# Each row adds one change to the one above it, but the last, which is the default: precision auto
-# with the stage's own layout (for vanilla pretraining packed, so there it also undoes the grouping).
+# Each row adds one change to the one above it; the fourth takes the stage's own layout (for vanilla
+# pretraining packed, so there it also undoes the grouping); the last is the default.
 FAST_VARIANTS = (
     Variant("fast fp32, packed rows, torch's dropout masks", precision="fp32", layout="packed", torch_dropout=True),
     Variant("+ fast dropout masks", precision="fp32", layout="packed"),
     Variant("+ rows grouped by length", precision="fp32", layout="grouped"),
-    Variant("+ precision auto, the stage's own layout (the default)"),
+    Variant("+ precision auto, the stage's own layout"),
+    Variant("+ fused kernels (the default)", kernels="fused"),
 )
 
 
@@ -72,6 +86,62 @@ class Row:
     examples_per_s: float
     useful_tokens_per_s: float
     loss: float
+    precision: str = "fp32"  # what it computed in
+    flops_per_s: float | None = None  # model FLOPs (module docstring) a second; None: not counted (the perceiver)
+
+
+@dataclass
+class Machine:
+    processor: str
+    flags: list[str]  # of AMX-BF16, AVX512-BF16, AVX512F, AVX2: the ones this processor has
+    threads: int
+    matmul_gflops: dict[str, float]  # {"bf16": ..., "fp32": ...}: the matmul rate at the model's shapes
+
+
+FLAGS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16", "avx512f": "AVX512F", "avx2": "AVX2"}
+
+
+def processor() -> tuple[str, list[str]]:
+    """The processor's name and the flags among FLAGS it has (from /proc/cpuinfo; elsewhere platform's)."""
+    import platform
+
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return platform.processor() or platform.machine(), []
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")),
+                platform.machine())
+    have = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
+    return name, [label for flag, label in FLAGS.items() if flag in have]
+
+
+def matmul_gflops(dtype: torch.dtype, n_embd: int, vocab: int, tokens: int = 8192, repeats: int = 5,
+                  device: torch.device | str = "cpu") -> float:
+    """GFLOP/s of the model's matmuls, one of each shape a block and the head has ((tokens, C) times
+    C x C for q, k, v and the projection, C x 4C, 4C x C, C x vocab), the best of `repeats` passes."""
+    shapes = [(n_embd, n_embd)] * 4 + [(n_embd, 4 * n_embd), (4 * n_embd, n_embd), (n_embd, vocab)]
+    gen = torch.Generator().manual_seed(0)
+    pairs = [tuple(torch.randn(*shape, generator=gen).to(device, dtype) for shape in ((tokens, k), (k, n)))
+             for k, n in shapes]
+    flops = sum(2 * tokens * k * n for k, n in shapes)
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first pass warms up
+        t0 = time.perf_counter()
+        for a, b in pairs:
+            a @ b
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return flops / best / 1e9
+
+
+def model_flops(config: GPTConfig, lengths: list[int]) -> float:
+    """Model FLOPs of one optimiser step (forward and backward) on examples of these useful lengths:
+    6 x matmul parameters x positions + 12 x n_embd x n_layer x causal pairs (module docstring)."""
+    C, n_layer = config.n_embd, config.n_layer
+    matmul_params = n_layer * 12 * C * C + C * config.vocab_size  # q, k, v, proj (4 C^2), MLP (8 C^2); the head
+    pairs = sum(n * (n + 1) // 2 for n in lengths)
+    return 6 * matmul_params * sum(lengths) + 12 * C * n_layer * pairs
 
 
 @dataclass
@@ -89,6 +159,13 @@ class BenchResult:
     rows: list[Row]  # training: the reference path, each fast variant, then the perceiver
     decode: DecodeResult
     n_documents: int  # documents in the timed corpus: what one pretraining epoch shows
+    machine: Machine | None = None
+
+    def mfu(self, row: Row) -> float | None:
+        """The row's model FLOPs/s over the matmul rate of the precision it ran in."""
+        if row.flops_per_s is None or self.machine is None:
+            return None
+        return row.flops_per_s / (self.machine.matmul_gflops[row.precision] * 1e9)
 
 
 def time_training(model: GPT, ds, steps: int, path: str, variant: Variant, base: TrainConfig,
@@ -96,7 +173,8 @@ def time_training(model: GPT, ds, steps: int, path: str, variant: Variant, base:
     """Examples/s and useful tokens/s over `steps` optimiser steps of `base`'s batch size, after one
     warm-up step. Every step ends in loss.item(), so on a GPU the clock stops after its kernels ran."""
     def trainer(n_steps: int) -> Trainer:
-        tc = replace(base, max_epochs=1, engine=path, precision="fp32" if path == "reference" else variant.precision)
+        tc = replace(base, max_epochs=1, engine=path, precision="fp32" if path == "reference" else variant.precision,
+                     kernels=variant.kernels)
         tc = with_layout(tc, group_tokens=variant.group_tokens,
                          **({"layout": variant.layout} if variant.layout else {}))
         t = Trainer(model, FirstN(ds, n_steps * base.batch_size), tc, device=device, progress=False)
@@ -106,11 +184,19 @@ def time_training(model: GPT, ds, steps: int, path: str, variant: Variant, base:
         return t
 
     trainer(1).train()  # warm-up: first-call allocations, kernel selection
+    timed = trainer(steps)
     t0 = time.perf_counter()
-    st = trainer(steps).train()
+    st = timed.train()
     dt = time.perf_counter() - t0
     label = "reference fp32" if path == "reference" else variant.label
-    return Row("", label, st.examples / dt, st.useful_tokens / dt, st.losses[-1])
+    flops = None
+    if not model.perceiver:  # the examples the timed steps drew, drawn again: their useful lengths
+        examples = FirstN(ds, steps * base.batch_size)
+        if hasattr(ds, "reseed"):  # span corruption draws: from where the Trainer started them
+            ds.reseed(base.seed + 1)
+        lengths = useful_lengths(ds.draw_batch(torch.arange(len(examples)))[1]).tolist()
+        flops = model_flops(model.config, lengths) / dt
+    return Row("", label, st.examples / dt, st.useful_tokens / dt, st.losses[-1], timed.precision, flops)
 
 
 def run_bench(data_dir: str | Path, *, steps: int = 4, params: str | Path | None = None,
@@ -124,6 +210,11 @@ def run_bench(data_dir: str | Path, *, steps: int = 4, params: str | Path | None
     say = log or (lambda *_: None)
     corpus_path = data_dir / "wiki.txt"
     corpus = load_corpus(corpus_path, seed=seed)
+    say("timing the matmuls at the model's shapes, bf16 and fp32")
+    name, flags = processor()
+    rates = {p: matmul_gflops(dtype, REFERENCE.n_embd, corpus.vocab_size, device=device)
+             for p, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))}
+    machine = Machine(name, flags, torch.get_num_threads(), rates)
     names = load_pairs(corpus, data_dir / "birth_places_train.tsv")
     base = starting_model(ModelSpec("vanilla", REFERENCE), corpus, corpus_path, seed)
     # loaded (and checked against the corpus's vocabulary) before minutes of timing, not after
@@ -168,16 +259,25 @@ def run_bench(data_dir: str | Path, *, steps: int = 4, params: str | Path | None
     perceiver_s = time.perf_counter() - t0
     decoded = DecodeResult(ref_qps, len(questions) / fast_s, fast_s, len(questions), fast[:decode_sample] == ref,
                            perceiver_s)
-    return BenchResult(rows, decoded, len(corpus))
+    return BenchResult(rows, decoded, len(corpus), machine)
 
 
 def format_report(result: BenchResult) -> str:
-    rows, decode, n_documents = result.rows, result.decode, result.n_documents
-    lines = ["| stage | path | examples/s | useful tokens/s | speed-up | last loss |", "|---|---|---|---|---|---|"]
+    rows, decode, n_documents, m = result.rows, result.decode, result.n_documents, result.machine
+    lines = []
+    if m is not None:
+        lines += [f"processor: {m.processor} ({', '.join(m.flags) or 'none of ' + ', '.join(FLAGS.values())}), "
+                  f"{m.threads} threads; matmuls at the model's shapes: bf16 {m.matmul_gflops['bf16']:.0f} GFLOP/s, "
+                  f"fp32 {m.matmul_gflops['fp32']:.0f} GFLOP/s", ""]
+    lines += ["| stage | path | examples/s | useful tokens/s | speed-up | model GFLOP/s | MFU | last loss |",
+              "|---|---|---|---|---|---|---|---|"]
     ref = {r.stage: r.examples_per_s for r in rows if r.path.startswith("reference")}
     for r in rows:
+        mfu = result.mfu(r)
+        flops = "-" if r.flops_per_s is None else f"{r.flops_per_s / 1e9:.1f}"
         lines.append(f"| {r.stage} | {r.path} | {r.examples_per_s:.1f} | {r.useful_tokens_per_s:,.0f} | "
-                     f"{r.examples_per_s / ref[r.stage]:.2f}x | {r.loss:.3f} |")
+                     f"{r.examples_per_s / ref[r.stage]:.2f}x | {flops} | "
+                     f"{'-' if mfu is None else f'{100 * mfu:.1f}% ({r.precision})'} | {r.loss:.3f} |")
     d = decode
     lines += ["", f"| evaluate ({d.n_questions} questions) | questions/s | all take |", "|---|---|---|",
               f"| reference (one at a time) | {d.reference_qps:.1f} | "
