@@ -95,9 +95,9 @@ def _demo_args(p) -> None:
     p.add_argument("--out", default="demo_out", help="folder for the world, checkpoints and report (demo_out)")
     p.add_argument("--seed", type=int, default=0, help="seed of the world and of training (0)")
     p.add_argument("--people", type=knobs._bounded(int, "people", lambda v: 4 <= v <= 10_000, "between 4 and 10,000"),
-                   default=None, help="people in the world, a quarter of them held out (100; --tiny: 20)")
+                   default=None, help="people in the world, half of them held out (200; --tiny: 20)")
     p.add_argument("--pretrain_epochs", type=positive(int), default=None,
-                   help="pretraining epochs (80; perceiver: half)")
+                   help="pretraining epochs of both variants (200)")
     p.add_argument("--tiny", action="store_true", help="a seconds-long run that checks the plumbing")
     knobs.add_knobs(p, "demo")
 
@@ -259,11 +259,12 @@ def _data(args) -> int:
 
 def _table(args, table, run_args: dict, *, title: str, note, published) -> int:
     """The tail that demo and reproduce share: run (or resume) the table's stages, write the report,
-    print the table. `note(run)` is the report's line on what was run."""
+    print the table. `note(run, summary)` is the report's paragraph on what was run."""
     from factgpt.report import format_table, summarize, write_report
 
     summary = summarize(table.run(**run_args))
-    report = write_report(table.out, summary, table.records, title=title, budget_note=note(table), published=published)
+    report = write_report(table.out, summary, table.records, title=title, budget_note=note(table, summary),
+                          published=published)
     print(format_table(summary, published))
     print(f"report: {report}", file=sys.stderr)
     return 0
@@ -275,13 +276,14 @@ def _say(message: str) -> None:
 
 def _demo(args) -> int:
     from factgpt.recipes import demo_recipe
+    from factgpt.report import demo_note
     from factgpt.runtime import resolve_device
     from factgpt.synthetic import make_world
     from factgpt.table import Files, TableRun, check_table_folder
 
     recipe = demo_recipe(args.tiny, args.pretrain_epochs)
-    people = args.people or (20 if args.tiny else 100)
-    world = make_world(n_people=people, heldout_fraction=0.25, mentions=3, seed=args.seed)
+    people = args.people or (20 if args.tiny else 200)
+    world = make_world(n_people=people, seed=args.seed)
     out = Path(args.out)
     check_table_folder(out, recipe, world.texts())  # before the world's files are written
     paths = world.write(out)
@@ -291,8 +293,7 @@ def _demo(args) -> int:
     table = TableRun(Files(paths["corpus"], paths["train"], paths["heldout"]), recipe, out,
                      device=resolve_device(args.device), progress=not args.quiet, log=_say)
     return _table(args, table, {"seeds": 1, "first_seed": args.seed}, title="factgpt demo: a fictional world",
-                  note=lambda run: f"Held-out accuracy on {len(world.heldout)} people seen only in pretraining "
-                  f"(recipe `{recipe.name}`, seed {args.seed}).", published=None)
+                  note=lambda run, summary: demo_note(summary, recipe.name, args.seed), published=None)
 
 
 def _reproduce(args) -> int:
@@ -308,7 +309,7 @@ def _reproduce(args) -> int:
                      progress=not args.quiet, log=_say, checkpoint_every=args.checkpoint_every, layout=layout)
     return _table(args, table, {"seeds": args.seeds, "rows": rows, "first_seed": args.first_seed},
                   title="factgpt reproduce: the study's table", published=PUBLISHED,
-                  note=lambda run: budget_note(recipe, args.seeds, len(run.questions)))
+                  note=lambda run, summary: budget_note(recipe, args.seeds, len(run.questions)))
 
 
 STUDY_COMMANDS = (

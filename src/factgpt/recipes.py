@@ -92,15 +92,19 @@ BUDGET_ABOUT = {
     "smoke": "seconds",
 }
 
-# The demo's world is small, so its recipe differs from the study's where measurement showed it
-# must: no dropout, small batches (memorising a few hundred facts needs many steps), and a gentle
-# finetuning (lr 1e-4): at 5e-4 the model memorises the finetuning answers and held-out accuracy
-# falls from 5/20 to 1/20, although the pretrained model completes "NAME was born in" correctly.
-DEMO = replace(REFERENCE, name="demo", n_layer=2, n_head=4, n_embd=256, dropout=0.0, bottleneck_dim=48,
+# The demo's world (factgpt.synthetic: 200 people, half of them held out) is small, so its recipe
+# differs from the study's where measurement showed it must, chosen on worlds of other seeds than the
+# ones reported (records/2026-12-06_demo): the study's 4 layers, so that the perceiver has 2 blocks
+# between its down- and up-projection (with 2 layers it has none, and its loss stayed near 1.2), and
+# its m = 64, which every example of the world fits; 128 wide with 8 heads, so that 200 epochs of
+# both variants fit the 5 minutes; no dropout; batches of 32 at lr 3e-3; the perceiver as many epochs
+# as vanilla; and a gentle finetuning (lr 1e-4, 10 epochs): at 3e-4 for 20 epochs both models learn
+# the finetuning answers by heart and answer fewer held-out people (in one trial on an earlier world
+# of longer documents, with 4 heads: vanilla 44 -> 33 of 100, the perceiver 9 -> 1).
+DEMO = replace(REFERENCE, name="demo", n_layer=4, n_head=8, n_embd=128, dropout=0.0, bottleneck_dim=64,
                precision="bf16",
-               pretrain=replace(REFERENCE.pretrain, max_epochs=80, batch_size=8, learning_rate=1e-3, final_epochs=80,
-                                perceiver_epochs=40),
-               finetune=replace(REFERENCE.finetune, max_epochs=10, max_epochs_scratch=10, batch_size=16,
+               pretrain=replace(REFERENCE.pretrain, max_epochs=200, batch_size=32, learning_rate=3e-3, final_epochs=200),
+               finetune=replace(REFERENCE.finetune, max_epochs=10, max_epochs_scratch=10, batch_size=32,
                                 learning_rate=1e-4))
 
 # `demo --tiny`: seconds, to check the demo's plumbing (every stage and report file), not to learn
@@ -119,10 +123,9 @@ def with_budget(name: str, probe_every: int | None = None) -> Recipe:
 
 def demo_recipe(tiny: bool = False, pretrain_epochs: int | None = None) -> Recipe:
     """`factgpt demo`'s recipe (`--tiny`: DEMO_TINY); with `pretrain_epochs`, another recipe, whose
-    name says so in the records and the report (the perceiver: half as many)."""
+    name says so in the records and the report."""
     recipe = DEMO_TINY if tiny else DEMO
     if not pretrain_epochs:
         return recipe
     return replace(recipe, name=f"{recipe.name}, {pretrain_epochs} pretraining epochs",
-                   pretrain=replace(recipe.pretrain, max_epochs=pretrain_epochs, final_epochs=pretrain_epochs,
-                                    perceiver_epochs=max(1, pretrain_epochs // 2)))
+                   pretrain=replace(recipe.pretrain, max_epochs=pretrain_epochs, final_epochs=pretrain_epochs))

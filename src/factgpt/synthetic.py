@@ -1,9 +1,14 @@
 """The fictional-biography world behind `factgpt demo`: seeded, no download.
 
 Invented people, each with a birthplace and three other places in other roles (moved to, worked
-in, died in), so the answer is never the only place in the text. Documents use several sentence
-shapes, and the birthplace is not always the first place named. Birthplaces follow a Zipf-like
-law, so a most-frequent-place baseline has something to find.
+in, died in), told about in short documents of several sentence shapes: most name another place
+beside the birthplace, and the birthplace is not always the first place named. Birthplaces follow a
+Zipf-like law over 60 places, so a most-frequent-place baseline has something to find (about 7%).
+
+Every document is at most 60 characters, so that every example of span corruption fits in the
+perceiver's 64 latents: latent i summarises the input up to position i, so a position past the last
+latent would see nothing of what precedes it, and the perceiver could not learn what stands there
+(with the first demo's documents of up to 88 characters and 48 latents, its loss stayed near 1.2).
 
 Three files come out, as in the study:
 - corpus.txt: one biography a line for every person (pretraining);
@@ -25,13 +30,14 @@ VOWELS = ["a", "e", "i", "o", "u", "ai", "ei", "ou"]
 CODAS = ["", "", "", "n", "r", "l", "s", "th", "nd", "rk"]
 
 SHAPES = [
-    "{n} was born in {b}. {P} moved to {m} and worked in {w}.",
-    "{n} worked in {w}. Born in {b}, {p} later moved to {m}.",
-    "{n} lived in {m} for years. {P} was born in {b} and died in {d}.",
-    "{n}, who died in {d}, was born in {b} and taught in {w}.",
-    "{n} moved to {m} as a child, though {p} was born in {b}.",
-    "Who was {n}? A traveller: born in {b}, worked in {w}, died in {d}.",
+    "{n}, born in {b}.",
+    "{n} was born in {b}; {p} died in {d}.",
+    "Born in {b}: {n}.",
+    "{n} worked in {w}, born in {b}.",
+    "Who was {n}? One born in {b}.",
+    "{n} moved to {m}; born in {b}.",
 ]
+LONGEST = 60  # characters a document may have (the module's docstring says why)
 
 
 def _word(rng: random.Random, syllables: int) -> str:
@@ -79,8 +85,8 @@ class World:
         return {key: folder / name for key, name in self.FILES.items()}
 
 
-def make_world(n_people: int = 300, n_places: int = 24, heldout_fraction: float = 0.3,
-               mentions: int = 2, seed: int = 0) -> World:
+def make_world(n_people: int = 200, n_places: int = 60, heldout_fraction: float = 0.5,
+               mentions: int = 3, seed: int = 0) -> World:
     n_held = int(round(n_people * heldout_fraction))
     if not 0 < n_held < n_people:
         raise FactgptError(f"{n_people} people with {heldout_fraction:.0%} held out leaves no one held out or "
@@ -104,7 +110,8 @@ def make_world(n_people: int = 300, n_places: int = 24, heldout_fraction: float 
         others = rng.sample([p for p in places if p != birth], 3)
         people.append(Person(name, birth, *others, rng.choice(["he", "she"])))
     # Each person is told about `mentions` times, in different shapes (as a fact recurs in text).
-    documents = [p.document(shape) for p in people for shape in rng.sample(SHAPES, mentions)]
+    documents = [p.document(shape) for p in people
+                 for shape in rng.sample([s for s in SHAPES if len(p.document(s)) <= LONGEST], mentions)]
     # Scattered, as facts are in real text: the trainer takes documents in file order (as the
     # reference does), and a person's mentions side by side would be learnt, then forgotten.
     rng.shuffle(documents)
