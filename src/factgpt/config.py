@@ -197,7 +197,7 @@ class Pretraining:
     weight_decay: float = TrainConfig.weight_decay  # AdamW decay (reference: 0.1)
     shuffle: bool = TrainConfig.shuffle  # a new example order every epoch (reference: file order)
     dropout_start_epoch: int = 0  # epochs without dropout before the recipe's dropout applies (late dropout)
-    perceiver_epochs: int | None = None  # a shorter perceiver pretraining (None: max_epochs)
+    perceiver_epochs: int | None = None  # the perceiver's own number of epochs (None: max_epochs)
     corruption: Corruption = REFERENCE_CORRUPTION  # span-corruption parameters (reference: the defaults)
     # mix the finetuning pairs into pretraining (`mixed`), all but the probe's held-out people
     mix_pairs: bool = False

@@ -5,10 +5,9 @@ in, died in), told about in short documents of several sentence shapes: most nam
 beside the birthplace, and the birthplace is not always the first place named. Birthplaces follow a
 Zipf-like law over 60 places, so a most-frequent-place baseline has something to find (about 7%).
 
-Every document is at most 60 characters, so that every example of span corruption fits in the
-perceiver's 64 latents: latent i summarises the input up to position i, so a position past the last
-latent would see nothing of what precedes it, and the perceiver could not learn what stands there
-(with the first demo's documents of up to 88 characters and 48 latents, its loss stayed near 1.2).
+Every document is at most 46 characters, so that every example of span corruption fits in the
+perceiver's 48 latents: latent i summarises the input up to position i, so a position past the last
+latent would see nothing of what precedes it, and the perceiver could not learn what stands there.
 
 Three files come out, as in the study:
 - corpus.txt: one biography a line for every person (pretraining);
@@ -31,13 +30,16 @@ CODAS = ["", "", "", "n", "r", "l", "s", "th", "nd", "rk"]
 
 SHAPES = [
     "{n}, born in {b}.",
-    "{n} was born in {b}; {p} died in {d}.",
     "Born in {b}: {n}.",
+    "{n} is from {b}.",
+    "{n} was born in {b}; {p} died in {d}.",
     "{n} worked in {w}, born in {b}.",
     "Who was {n}? One born in {b}.",
     "{n} moved to {m}; born in {b}.",
 ]
-LONGEST = 60  # characters a document may have (the module's docstring says why)
+LONGEST = 46  # characters a document may have (the module's docstring says why); the first three always fit
+# the corpus's one line that is no biography: the finetuning question's characters are all in the vocabulary
+PREFACE = "Where was each of them born? Read on."
 
 
 def _word(rng: random.Random, syllables: int) -> str:
@@ -114,5 +116,6 @@ def make_world(n_people: int = 200, n_places: int = 60, heldout_fraction: float 
                  for shape in rng.sample([s for s in SHAPES if len(p.document(s)) <= LONGEST], mentions)]
     # Scattered, as facts are in real text: the trainer takes documents in file order (as the
     # reference does), and a person's mentions side by side would be learnt, then forgotten.
+    documents.append(PREFACE)
     rng.shuffle(documents)
     return World(people, documents, people[n_held:], people[:n_held])
