@@ -97,7 +97,7 @@ def _demo_args(p) -> None:
     p.add_argument("--people", type=knobs._bounded(int, "people", lambda v: 4 <= v <= 10_000, "between 4 and 10,000"),
                    default=None, help="people in the world, half of them held out (200; --tiny: 20)")
     p.add_argument("--pretrain_epochs", type=positive(int), default=None,
-                   help="pretraining epochs of both variants (default: 175, the perceiver 420)")
+                   help="pretraining epochs of both variants (default: 150, the perceiver 360)")
     p.add_argument("--tiny", action="store_true", help="a seconds-long run that checks the plumbing")
     knobs.add_knobs(p, "demo")
 
