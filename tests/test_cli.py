@@ -169,7 +169,7 @@ def test_bad_inputs_get_one_clear_line(tiny_files, capsys, tmp_path):
 
     for device in ("gpu", "cuda:x"):  # torch.device would raise its own traceback at the first tensor
         one_clear_line(*run([*fin, "--finetune_corpus_path", f["train"], "--device", device], capsys)[::2],
-                        f"--device {device}", "cpu, cuda or cuda:N")
+                        f"--device {device}", "cpu, cuda, cuda:N or mps")
 
     # a refused run writes nothing, TensorBoard's folder included
     tb = tmp_path / "tb"

@@ -163,8 +163,8 @@ KNOBS: tuple[Knob, ...] = (
     # how the run computes and what it writes, not what it trains
     Knob("engine", STUDY, "fast (packed or length-grouped batches, fused kernels, KV-cache decoding) or the "
          "reference's computation ({default})", str, default="fast", choices=("fast", "reference")),
-    Knob("device", COMPUTING, "auto (CUDA when present, else CPU), cpu, cuda or cuda:N ({default})", str,
-         default="auto"),
+    Knob("device", COMPUTING, "auto (CUDA when present, else Apple's GPU, else CPU), cpu, cuda, cuda:N or mps "
+         "({default})", str, default="auto"),
     Knob("threads", COMPUTING, "CPU threads for torch (default: torch's choice)", positive(int)),
     Knob("kernels", (*TRAINING, "reproduce"), "fused: the fast engine trains through factgpt's fused CPU kernels "
          "(attention over the live entries only, dropout drawn inside; torch's fused attention on a GPU); torch: "

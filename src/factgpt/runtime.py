@@ -13,14 +13,23 @@ import torch
 from factgpt.errors import FactgptError
 
 
+def mps_available() -> bool:
+    """Whether torch reports Apple's GPU (Metal Performance Shaders)."""
+    return torch.backends.mps.is_available()
+
+
 def resolve_device(name: str = "auto") -> torch.device:
-    """auto (CUDA when there is one, else CPU), cpu, cuda or cuda:N; anything else, or a GPU this
-    machine lacks, is a FactgptError rather than torch's traceback at the first tensor moved."""
+    """auto (CUDA when there is one, else Apple's GPU, else CPU), cpu, cuda, cuda:N or mps; anything
+    else, or a GPU this machine lacks, is a FactgptError rather than torch's traceback at the first
+    tensor moved."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    match = re.fullmatch(r"cpu|cuda(?::(\d+))?", name)
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu")
+    match = re.fullmatch(r"cpu|mps|cuda(?::(\d+))?", name)
     if match is None:
-        raise FactgptError(f"--device {name}: not a device this tool runs on", hint="use auto, cpu, cuda or cuda:N")
+        raise FactgptError(f"--device {name}: not a device this tool runs on",
+                           hint="use auto, cpu, cuda, cuda:N or mps")
+    if name == "mps" and not mps_available():
+        raise FactgptError("--device mps: torch reports no Apple GPU (MPS) on this machine", hint="use --device cpu")
     if name.startswith("cuda"):
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
@@ -37,6 +46,9 @@ def init_distributed(device: torch.device) -> tuple[int, torch.device]:
     import torch.distributed as dist
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and device.type == "mps":  # torch.distributed has no backend for Apple's GPU
+        raise FactgptError("torchrun cannot train on Apple's GPU (MPS): torch.distributed has no backend for it",
+                           hint="run one process with --device mps, or CPU processes with --device cpu")
     if world > 1 and device.type == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if local >= torch.cuda.device_count():
@@ -55,6 +67,15 @@ def is_main_process() -> bool:
     import torch.distributed as dist
 
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the GPU's queued work (CUDA or Apple's), so that a clock read after it times it."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def bf16_native(device: torch.device) -> bool:
@@ -81,7 +102,11 @@ def machine(device: torch.device | str = "cpu") -> str:
     long on 2 AVX2 cores as on 2 AVX512-BF16 ones, docs/benchmarks.md), threads and torch, and the
     GPU where `device` is one."""
     device = torch.device(device)
-    gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    gpu = ""
+    if device.type == "cuda":
+        gpu = f", {torch.cuda.get_device_name(device)}"
+    elif device.type == "mps":
+        gpu = ", Apple GPU (MPS)"
     # the vector unit torch dispatches to, and whether bf16 matmuls are native (AVX512 need not have them)
     vector = f"{torch.backends.cpu.get_cpu_capability()}{' BF16' if bf16_native(torch.device('cpu')) else ''}"
     return (f"{platform.node() or 'unknown'} ({platform.machine()} {vector}, "
@@ -108,8 +133,9 @@ def leave_distributed(code: int) -> None:
 
 def resolve_precision(precision: str, device: torch.device, engine: str = "fast") -> str:
     """The precision a run computes in, which its records name: "auto" becomes bf16 where bf16 is
-    native on the fast engine; "bf16" stays bf16 where bf16 autocast is supported at all, and is
-    fp32 elsewhere (a CPU without AVX512), so a record never says bf16 of a run in fp32."""
+    native on the fast engine (never on Apple's GPU, where no run of ours has measured bf16 yet);
+    "bf16" stays bf16 where bf16 autocast is supported at all, and is fp32 elsewhere (a CPU without
+    AVX512, Apple's GPU), so a record never says bf16 of a run in fp32."""
     if precision == "auto":
         return "bf16" if engine == "fast" and bf16_native(device) else "fp32"
     if precision == "bf16" and not bf16_runs(device):

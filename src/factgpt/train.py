@@ -297,6 +297,8 @@ class Trainer:
             tensors["rng.data"] = self.dataset.generator.get_state()
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.device.type == "mps":  # dropout masks on Apple's GPU draw from its own generator
+            tensors["rng.mps"] = torch.mps.get_rng_state()
         meta = {"state": dict(self.state.__dict__), "param_groups": opt["param_groups"], **self.identity()}
         return tensors, meta
 
@@ -319,4 +321,6 @@ class Trainer:
             self.dataset.generator.set_state(tensors["rng.data"])
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        if "rng.mps" in tensors and self.device.type == "mps":
+            torch.mps.set_rng_state(tensors["rng.mps"])
         self.state = TrainState(**meta["state"])

@@ -31,6 +31,7 @@ from factgpt.config import PERCEIVER_M, REFERENCE, GPTConfig, TrainConfig, with_
 from factgpt.data import read_questions
 from factgpt.evaluate import predict
 from factgpt.model import GPT, Dropout
+from factgpt.runtime import synchronize
 from factgpt.stages import ModelSpec, load_corpus, load_for_inference, load_pairs, starting_model
 from factgpt.train import Trainer
 
@@ -129,8 +130,7 @@ def matmul_gflops(dtype: torch.dtype, n_embd: int, vocab: int, tokens: int = 819
         t0 = time.perf_counter()
         for a, b in pairs:
             a @ b
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         best = min(best, time.perf_counter() - t0)
     return flops / best / 1e9
 
