@@ -13,7 +13,18 @@ from factgpt.cli import parse
 from factgpt.config import REFERENCE, Finetuning, Pretraining, Recipe
 from factgpt.knobs import recipe_of, train_config_of
 from factgpt.recipes import BUDGETS, DEMO
-from factgpt.report import ROWS, RowResult, RowSummary, budget_note, compare, format_table, spread, summarize, wilson
+from factgpt.report import (
+    ROWS,
+    RowResult,
+    RowSummary,
+    budget_note,
+    compare,
+    demo_note,
+    format_table,
+    spread,
+    summarize,
+    wilson,
+)
 from factgpt.table import Files, TableRun, row_stages, same_recipe
 
 from conftest import DATA, ROOT, crash_training_after_step, need, run, same_tensors
@@ -87,6 +98,18 @@ def test_first_seed_and_layout_reach_the_stages(tiny_files, tmp_path):
 
 def _row(correct: int, total: int = 500) -> RowSummary:
     return summarize([RowResult("vanilla_pretrain", 0, correct, total, 0.0)])[0]
+
+
+@pytest.mark.parametrize("perceiver, says", [(6, "the perceiver's overlapping, with a higher estimate than it"),
+                                             (1, "the perceiver's not above it"),
+                                             (20, "the perceiver's apart from and above it")])
+def test_demo_note_reads_the_intervals_not_only_the_estimates(perceiver, says):
+    rows = summarize([RowResult("baseline", 0, 6, 100, 0.0), RowResult("vanilla_nopretrain", 0, 4, 100, 0.0),
+                      RowResult("vanilla_pretrain", 0, 63, 100, 0.0), RowResult("perceiver_pretrain", 0, perceiver,
+                                                                                100, 0.0)])
+    note = demo_note(rows, "demo", 0)
+    assert "vanilla's apart from and above no pretraining's" in note and says in note, note
+    assert note.count(". ") == 1  # two sentences
 
 
 def test_wilson_interval_matches_the_textbook_figure():
