@@ -215,9 +215,20 @@ def test_training_falls_back_to_torch_and_says_why_where_the_kernels_cannot_be_b
     model = _tiny_model(0.1)
     tc = TrainConfig(max_epochs=1, batch_size=4, learning_rate=1e-3, final_tokens=10**6)
     t = Trainer(model, CharCorruptionDataset(tiny_corpus(), 64), tc, progress=False)
-    assert (t.kernels, t.kernels_fallback) == ("torch", "CalledProcessError: no compiler")
+    assert (t.kernels, t.kernels_fallback) == ("torch", "they could not be built: CalledProcessError: no compiler")
     assert not any(getattr(m, "fused", False) for m in model.modules())
     st = t.train()
     notes, _ = TrainOutcome(st, 1.0, tc, kernels=t.kernels, kernels_fallback=t.kernels_fallback).account("pretrain")
-    assert notes == ["note: the fused kernels could not be built (CalledProcessError: no compiler); trained with "
-                     "torch's operations"]
+    assert notes == ["note: the fused kernels were not used (they could not be built: CalledProcessError: no "
+                     "compiler); trained with torch's operations"]
+
+
+def test_a_head_size_the_kernels_do_not_take_trains_on_torch_and_says_so():
+    corpus = CharCorruptionDataset(tiny_corpus(), 64)
+    model = GPT(GPTConfig(vocab_size=corpus.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=24,
+                          attn_pdrop=0.1, resid_pdrop=0.1, embd_pdrop=0.1))  # head size 12
+    model.set_engine("fast")
+    tc = TrainConfig(max_epochs=1, batch_size=4, learning_rate=1e-3, final_tokens=10**6)
+    t = Trainer(model, corpus, tc, progress=False)
+    assert t.kernels == "torch" and "head size 12" in t.kernels_fallback
+    assert not any(getattr(m, "fused", False) for m in model.modules())

@@ -264,14 +264,18 @@ class GPT(nn.Module):
             if isinstance(m, (Attention, Dropout)):
                 m.engine = engine
 
-    def set_kernels(self, fused: bool) -> None:
+    def set_kernels(self, fused: bool) -> str | None:
         """Train the fast engine through its fused kernels (`fused`: factgpt's on a CPU, see
         factgpt.kernels, for the head sizes they take; torch's fused attention on a GPU) or through
-        torch's operations."""
-        fused = fused and self.config.n_embd // self.config.n_head in kernels.HEAD_SIZES
+        torch's operations. Returns why not, where fused kernels were asked for and cannot serve."""
+        head_size, why = self.config.n_embd // self.config.n_head, None
+        if fused and head_size not in kernels.HEAD_SIZES:
+            sizes = ", ".join(map(str, kernels.HEAD_SIZES))
+            fused, why = False, f"head size {head_size} is not one they take ({sizes})"
         for m in self.modules():
             if isinstance(m, (Attention, Dropout)):
                 m.fused = fused
+        return why
 
     def set_dropout(self, p: float) -> None:
         """All three dropouts to `p`, in the config (which a checkpoint records) and every module.

@@ -153,7 +153,7 @@ def resolve_kernels(kernels: str, device: torch.device, engine: str = "fast") ->
 
         why = unavailable()
         if why is not None:
-            return "torch", why
+            return "torch", f"they could not be built: {why}"
     return "fused", None
 
 

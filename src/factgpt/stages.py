@@ -161,7 +161,7 @@ class TrainOutcome:
     compile_fallback: str | None = None  # why --compile fell back to eager, if it did
     precision: str = "fp32"  # what the run computed in ("auto" resolved)
     kernels: str = "torch"  # what the fast engine trained with ("fused" or "torch")
-    kernels_fallback: str | None = None  # why not the fused kernels asked for, if they could not be built
+    kernels_fallback: str | None = None  # why not the fused kernels asked for, where they could not serve
 
     def account(self, stage: str) -> tuple[list[str], str]:
         """(notes, one line) that a finished stage is reported with."""
@@ -170,7 +170,7 @@ class TrainOutcome:
         if self.compile_fallback:
             notes.append(f"note: torch.compile failed ({self.compile_fallback}); trained eagerly")
         if self.kernels_fallback:
-            notes.append(f"note: the fused kernels could not be built ({self.kernels_fallback}); trained with "
+            notes.append(f"note: the fused kernels were not used ({self.kernels_fallback}); trained with "
                          "torch's operations")
         return notes, (f"{stage}: {st.epoch} epochs, {st.step} steps, {st.examples} examples in {self.seconds:.1f} s "
                        f"({st.tokens / s:,.0f} tokens/s counted as the reference counts, {st.useful_tokens / s:,.0f} "

@@ -167,9 +167,11 @@ class Trainer:
                                            lr=config.learning_rate, betas=config.betas, **kwargs)
         self.state = TrainState()
         self.precision = resolve_precision(config.precision, self.device, config.engine)  # "fp32" or "bf16"
-        # "fused" or "torch", and why not the fused kernels where they were asked for and could not be built
+        # "fused" or "torch", and why not the fused kernels where they were asked for and cannot serve
         self.kernels, self.kernels_fallback = resolve_kernels(config.kernels, self.device, config.engine)
-        model.set_kernels(self.kernels == "fused")
+        unfit = model.set_kernels(self.kernels == "fused")
+        if unfit is not None:
+            self.kernels, self.kernels_fallback = "torch", unfit
         self.seq_len = dataset.seq_len  # ids per example, padding included (the lr counter)
         if isinstance(dataset, RandomDraws):
             dataset.reseed(config.seed + 1)  # corruption draws: own stream, same for both engines
