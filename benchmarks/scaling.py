@@ -5,7 +5,7 @@ model's O(l^2*d + l*d^2). This measures it: for l = 128 .. 2048 (doubling), at f
 median wall time of one forward+backward pass, and the slope of log(time) on log(l) fitted over
 the longest lengths (where the l^2 term, if any, dominates).
 
-    python benchmarks/scaling.py [--m 64] [--batch 4] [--repeats 5] [--threads 2] [--out docs/scaling.md]
+    python benchmarks/scaling.py [--m 64] [--batch 4] [--repeats 5] [--threads 2] [--out records/DATE_scaling/README.md]
 """
 
 from __future__ import annotations

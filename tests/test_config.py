@@ -133,7 +133,7 @@ def test_a_checkpoints_shape_is_checked_only_when_asked(tiny_files, tmp_path):
 
 
 def test_vanilla_pretraining_packs_and_the_rest_is_grouped():
-    """Packed rows for vanilla pretraining (measured faster, docs/benchmarks.md); the perceiver
+    """Packed rows for vanilla pretraining (measured faster, docs/speed.md); the perceiver
     cannot pack and finetuning runs faster grouped."""
     assert REFERENCE.pretrain_config(N_DOCS, 0).layout == "packed"
     assert REFERENCE.pretrain_config(N_DOCS, 0, perceiver=True).layout == "grouped"

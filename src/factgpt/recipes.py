@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from factgpt.config import REFERENCE, Recipe
 
-# `fast70`, the first try at `fast` (dev 1.2%, docs/results.md): no dropout or weight decay (they
+# `fast70`, the first try at `fast` (dev 1.2%, records/2026-11-28_fast70): no dropout or weight decay (they
 # slow memorisation), a new order every epoch, batch 64 at lr 3e-3 with the cosine ending with the
 # run, and truncations of 64-112 characters, which keep the birthplace (most sit 32-63 characters
 # in) in most examples; the held-out probe every 5 epochs.
@@ -25,16 +25,16 @@ _FAST300 = replace(REFERENCE, name="fast300", dropout=0.0, pretrain=replace(
 # shuffled and with one cosine over 430 epochs: sized for 2 hours on 2 CPU cores from the file-order
 # full run's 15.5 s an epoch, it took 15-17 s an epoch shuffled when alone on the cores (430 epochs:
 # about 2 hours) and 139.6 minutes end to end as run, the cores shared at times. Chosen on
-# the held-out probe of runs on a lent H200 (benchmarks/heldout_recipes.txt): at epoch 250 of 430
+# the held-out probe of runs on an H200 (experiments/heldout_recipes.txt): at epoch 250 of 430
 # it knew 33.9% of the held-out people, against 15.6% for the reference's own schedule cut at 430
-# and 18.3% for a constant rate (one seed; level at epochs 200 and 225; docs/results.md).
+# and 18.3% for a constant rate (one seed; level at epochs 200 and 225; records/2026-11-28_gpu_recipes).
 _FAST430 = replace(REFERENCE, name="fast430", pretrain=replace(
     REFERENCE.pretrain, shuffle=True, max_epochs=430, final_epochs=430, probe_every=25))
 
 # `fast`: `fast430` cut to 380 epochs (its cosine too), so that it ends within 2 hours on 2 CPU cores:
 # fast430 ran at 16.3 s an epoch alone (probe included), 430 epochs being 117 minutes before
 # finetuning, too close to 120. fast430 knew 80.6% of the held-out people at epoch 375 and 86.1% at
-# 430, and answered 13.0% of them after finetuning (docs/results.md). Its finetuning keeps the MLPs
+# 430, and answered 13.0% of them after finetuning (records/2026-11-28_fast430). Its finetuning keeps the MLPs
 # and both embeddings as pretrained, so it can only learn to route the question to what is stored:
 # chosen on held-out people, where it answered 16.0% and 16.5% against 13.0% and 11.0% (fast430's
 # model, two finetuning seeds) and 11.5% against 9.0% (this recipe's first model).
@@ -45,30 +45,30 @@ _FAST = replace(_FAST430, name="fast", pretrain=replace(_FAST430.pretrain, max_e
 # people, whom the probe asks the question instead), so that the question form is learnt while the
 # facts are being stored (Allen-Zhu and Li 2023). Asked only after storing, it reached no more than
 # finetuning does: 15 further epochs answered 13.5% of the held-out people on fast430's model, 3-6%
-# on models without dropout or with fewer epochs (docs/results.md). On `fast` because dropout and a
-# long schedule stored the facts in a form a question reaches (cloze 57% for fast430, against 12%
-# without dropout and 8% for dropout over 240-300 epochs). The 1,800 pairs make an epoch about 1.4x
-# as long (2 CPU cores, one run of 2-epoch pretrainings, docs/results.md), so 240 epochs fit 2 hours.
-# Truncations of 64-112 (the place in every example) were left out: they stored more per epoch than
-# drop300 (40.0% at epoch 240 against 32.2% at 300), but in the same run cost 1.26x an epoch of
-# `fast`, whose two seeds knew 47-63% at epoch 300, about the time of 240 epochs at 64-112.
-# The first `mixed`, on `fast300` over 200 epochs, stored nothing (probe 6-10%, dev 1.8%; its
-# cosine, before the schedule counted the pairs, ended at epoch 124 and rose again):
-# docs/results/mixed200/.
+# on models without dropout or with fewer epochs (records/2026-11-28_fast430, 2026-11-28_unlock). On
+# `fast` because dropout and a long schedule stored the facts in a form a question reaches (cloze
+# 57% for fast430, against 12% without dropout and 8% for dropout over 240-300 epochs). The 1,800
+# pairs make an epoch about 1.4x as long (2 CPU cores, one run of 2-epoch pretrainings,
+# records/2026-11-28_mixed), so 240 epochs fit 2 hours. Truncations of 64-112 (the place in every
+# example) were left out: they stored more per epoch than drop300 (40.0% at epoch 240 against 32.2%
+# at 300), but in the same run cost 1.26x an epoch of `fast`, whose two seeds knew 47-63% at epoch
+# 300, about the time of 240 epochs at 64-112. The first `mixed`, on `fast300` over 200 epochs,
+# stored nothing (probe 6-10%, dev 1.8%; its cosine, before the schedule counted the pairs, ended at
+# epoch 124 and rose again): records/2026-11-28_mixed200.
 _MIXED = replace(_FAST, name="mixed", pretrain=replace(_FAST.pretrain, max_epochs=240, final_epochs=240,
                                                        mix_pairs=True, probe_every=20))
 
 BUDGETS = {
     # the reference recipe
     "full": REFERENCE,
-    # a shortened pretraining whose cosine ends with the run (see docs/results.md)
+    # a shortened pretraining whose cosine ends with the run (records/2026-11-27_quick)
     "quick": replace(REFERENCE, name="quick", precision="bf16",
                      pretrain=replace(REFERENCE.pretrain, max_epochs=100, final_epochs=100)),
     "fast": _FAST,
     "fast70": _FAST70,
     # the reference's optimiser and corruption without dropout, shuffled, one cosine over 300 epochs:
     # on an H200 the reference recipe's facts arrived only in its second lr descent (epochs
-    # 375-550, docs/results/full), after about 400 exposures of each document
+    # 375-550, records/2026-11-28_full), after about 400 exposures of each document
     "fast300": _FAST300,
     "fast430": _FAST430,
     "mixed": _MIXED,

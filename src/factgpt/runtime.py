@@ -99,7 +99,7 @@ def bf16_runs(device: torch.device) -> bool:
 
 def machine(device: torch.device | str = "cpu") -> str:
     """Host, processor and its vector unit (AVX2, AVX512...: the same recipe takes several times as
-    long on 2 AVX2 cores as on 2 AVX512-BF16 ones, docs/benchmarks.md), threads and torch, and the
+    long on 2 AVX2 cores as on 2 AVX512-BF16 ones, docs/speed.md), threads and torch, and the
     GPU where `device` is one."""
     device = torch.device(device)
     gpu = ""
