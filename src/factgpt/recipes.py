@@ -99,16 +99,18 @@ BUDGET_ABOUT = {
 #   (the first demo's 2 layers left it none, and its loss stayed near 1.2 at every position);
 # - m = 48, which every example of the world's documents (at most 46 characters) fits;
 # - 128 wide with 8 heads, no dropout, batches of 32 at lr 3e-3, so that both pretrainings fit the
-#   5 minutes: vanilla 150 epochs, the perceiver 360, since it stores the facts more slowly (as it
-#   did on wiki.txt): at 400 epochs it completed 35-50% of the probed people's lines, at 200 5-7%
-#   (420 and 175 epochs took 294-321 s on 2 AVX512-BF16 cores, over the demo's 5 minutes);
+#   5 minutes: vanilla 130 epochs, the perceiver 400, since it stores the facts more slowly (as it
+#   did on wiki.txt): at 400 epochs it completed 35-50% of the probed people's lines, at 350 16%,
+#   at 200 5-7%. On seed 100, vanilla 130 and the perceiver 400 answered 42 and 17 of 100 (no
+#   pretraining 3) in 268 s, where 150 and 350 answered 52 and 6 (420 and 175 epochs took
+#   294-321 s on 2 AVX512-BF16 cores, over the demo's 5 minutes);
 # - finetuning 30 epochs at lr 3e-4 with the MLPs and embeddings kept as pretrained, as `fast` does:
 #   on seed 100's pretrained models it answered 79 and 17 of the 100 held-out people, against 68
 #   and 8 for the first demo's 10 epochs at 1e-4 with every parameter trained.
 DEMO = replace(REFERENCE, name="demo", n_layer=4, n_head=8, n_embd=128, dropout=0.0, bottleneck_dim=48,
                precision="bf16",
-               pretrain=replace(REFERENCE.pretrain, max_epochs=150, batch_size=32, learning_rate=3e-3, final_epochs=150,
-                                perceiver_epochs=360),
+               pretrain=replace(REFERENCE.pretrain, max_epochs=130, batch_size=32, learning_rate=3e-3, final_epochs=130,
+                                perceiver_epochs=400),
                finetune=replace(REFERENCE.finetune, max_epochs=30, max_epochs_scratch=30, batch_size=32,
                                 learning_rate=3e-4, frozen="mlp|emb"))
 
