@@ -37,7 +37,7 @@ from factgpt.cmdline import Command, Parser, spelling
 from factgpt.config import SHAPE_FIELDS, Recipe  # no torch
 from factgpt.errors import FactgptError, Interrupted
 from factgpt.knobs import non_negative, positive
-from factgpt.recipes import BUDGET_ABOUT, BUDGETS  # no torch
+from factgpt.recipes import BUDGET_ABOUT, BUDGETS, DEMO  # no torch
 
 if TYPE_CHECKING:  # torch and the library load on first use, so that `--help` is quick
     import torch
@@ -97,7 +97,8 @@ def _demo_args(p) -> None:
     p.add_argument("--people", type=knobs._bounded(int, "people", lambda v: 4 <= v <= 10_000, "between 4 and 10,000"),
                    default=None, help="people in the world, half of them held out (200; --tiny: 20)")
     p.add_argument("--pretrain_epochs", type=positive(int), default=None,
-                   help="pretraining epochs of both variants (default: 150, the perceiver 360)")
+                   help=f"pretraining epochs of both variants (default: {DEMO.pretrain_epochs_of(False)}, "
+                   f"the perceiver {DEMO.pretrain_epochs_of(True)})")
     p.add_argument("--tiny", action="store_true", help="a seconds-long run that checks the plumbing")
     knobs.add_knobs(p, "demo")
 

@@ -112,8 +112,8 @@ def make_world(n_people: int = 200, n_places: int = 60, heldout_fraction: float 
         others = rng.sample([p for p in places if p != birth], 3)
         people.append(Person(name, birth, *others, rng.choice(["he", "she"])))
     # Each person is told about `mentions` times, in different shapes (as a fact recurs in text).
-    documents = [p.document(shape) for p in people
-                 for shape in rng.sample([s for s in SHAPES if len(p.document(s)) <= LONGEST], mentions)]
+    documents = [doc for p in people
+                 for doc in rng.sample([d for d in map(p.document, SHAPES) if len(d) <= LONGEST], mentions)]
     # Scattered, as facts are in real text: the trainer takes documents in file order (as the
     # reference does), and a person's mentions side by side would be learnt, then forgotten.
     documents.append(PREFACE)
